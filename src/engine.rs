@@ -1,0 +1,569 @@
+//! The engine: per-partition lateness, the watermark, closing windows and buckets, and the
+//! changes each checkpoint must commit (SPEC §4, §6). Pure: no I/O, no clock of its own
+//! (callers pass the wall-clock time where the idle rule needs it).
+//!
+//! Flow: a source hands `SourceRecord`s to [`Engine::process`]; the job calls
+//! [`Engine::advance`] between batches, then [`Engine::take_delta`] and commits the delta
+//! to the store; only after the commit does it render what [`Engine::ready_buckets`] and
+//! [`Engine::pending_rejected`] hold, and report back with `mark_*_rendered`.
+
+use crate::event_time::{
+    bucket_start, ms_to_nanos, window_start, EventTime, BUCKET_SECS, NANOS_PER_SEC,
+};
+use crate::invoice::{parse_invoice, Invoice, Limits};
+use crate::record::{Reason, RejectedRecord, Rejection, SourceRecord};
+use crate::window::{StoredWindow, WindowAgg};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Settings of the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Grace G: how far behind its partition's newest invoice an invoice may be, ns.
+    pub grace: EventTime,
+    /// Largest lead of an event time over its record's broker timestamp, ns.
+    pub max_future_skew: EventTime,
+    pub limits: Limits,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            grace: 60 * NANOS_PER_SEC,
+            max_future_skew: 3600 * NANOS_PER_SEC,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What the engine remembers of one source partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Offset of the next record to read; `None` before the first record.
+    pub next_offset: Option<i64>,
+    /// M_p: the largest event time accepted from this partition; `None` is −∞.
+    pub max_event_time: Option<EventTime>,
+}
+
+/// Running totals, committed with every checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Counters {
+    pub read: u64,
+    pub accepted: u64,
+    /// Indexed by [`Reason::index`].
+    pub rejected: [u64; 7],
+    /// Records below a partition's committed offset, seen again after a seek and skipped.
+    pub replayed_skipped: u64,
+    pub windows_closed: u64,
+    pub buckets_rendered: u64,
+}
+
+impl Counters {
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+}
+
+/// Everything one checkpoint commits, in one atomic batch.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Delta {
+    pub seq: u64,
+    pub partitions: Vec<(u32, PartitionState)>,
+    pub open_upserts: Vec<(i64, StoredWindow)>,
+    pub open_deletes: Vec<i64>,
+    pub closed_inserts: Vec<(i64, StoredWindow)>,
+    /// Buckets whose windows are now all closed: their files may be written.
+    pub ready_buckets: Vec<i64>,
+    /// Buckets whose files are written: their rows and marker can go.
+    pub rendered_buckets: Vec<i64>,
+    /// Records refused since the last checkpoint, filed under `seq`.
+    pub rejected: Vec<RejectedRecord>,
+    /// Checkpoints whose rejected file is written.
+    pub rendered_rejected: Vec<u64>,
+    /// Windows starting before this (seconds) are closed.
+    pub closed_before: i64,
+    pub counters: Counters,
+}
+
+/// The engine's state as the store gives it back after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Restored {
+    pub seq: u64,
+    pub partitions: Vec<(u32, PartitionState)>,
+    pub open: Vec<(i64, StoredWindow)>,
+    pub closed: Vec<(i64, StoredWindow)>,
+    pub ready_buckets: Vec<i64>,
+    pub pending_rejected: Vec<(u64, Vec<RejectedRecord>)>,
+    pub closed_before: i64,
+    pub counters: Counters,
+}
+
+struct OpenWindow {
+    agg: WindowAgg,
+    /// Changed since the last checkpoint.
+    dirty: bool,
+}
+
+/// The stream engine. See the module documentation for the protocol.
+pub struct Engine {
+    cfg: EngineConfig,
+    seq: u64,
+    partitions: BTreeMap<u32, PartitionState>,
+    open: BTreeMap<i64, OpenWindow>,
+    /// Closed windows whose bucket is not rendered yet.
+    closed: BTreeMap<i64, WindowAgg>,
+    closed_before: i64,
+    /// Buckets committed (or about to be) as ready, not yet rendered.
+    ready: BTreeSet<i64>,
+    pending_rejected: BTreeMap<u64, Vec<RejectedRecord>>,
+    counters: Counters,
+    all_idle_since_ms: Option<i64>,
+    // What the next delta carries besides the dirty windows.
+    changed: bool,
+    open_deletes: Vec<i64>,
+    closed_inserts: Vec<i64>,
+    new_ready: Vec<i64>,
+    rendered_buckets: Vec<i64>,
+    rejected: Vec<RejectedRecord>,
+    rendered_rejected: Vec<u64>,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Engine {
+        Engine::restore(cfg, Restored { closed_before: i64::MIN, ..Restored::default() })
+    }
+
+    pub fn restore(cfg: EngineConfig, r: Restored) -> Engine {
+        Engine {
+            cfg,
+            seq: r.seq,
+            partitions: r.partitions.into_iter().collect(),
+            open: r
+                .open
+                .into_iter()
+                .map(|(s, w)| (s, OpenWindow { agg: w.into(), dirty: false }))
+                .collect(),
+            closed: r.closed.into_iter().map(|(s, w)| (s, w.into())).collect(),
+            closed_before: r.closed_before,
+            ready: r.ready_buckets.into_iter().collect(),
+            pending_rejected: r.pending_rejected.into_iter().collect(),
+            counters: r.counters,
+            all_idle_since_ms: None,
+            changed: false,
+            open_deletes: Vec::new(),
+            closed_inserts: Vec::new(),
+            new_ready: Vec::new(),
+            rendered_buckets: Vec::new(),
+            rejected: Vec::new(),
+            rendered_rejected: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Makes the watermark wait for these partitions too (a partition never seen is −∞).
+    pub fn assign(&mut self, partitions: impl IntoIterator<Item = u32>) {
+        for p in partitions {
+            self.partitions.entry(p).or_default();
+        }
+    }
+
+    pub fn partitions(&self) -> &BTreeMap<u32, PartitionState> {
+        &self.partitions
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn closed_before(&self) -> i64 {
+        self.closed_before
+    }
+
+    pub fn open_windows(&self) -> impl Iterator<Item = (i64, &WindowAgg)> {
+        self.open.iter().map(|(s, w)| (*s, &w.agg))
+    }
+
+    /// Reads one record: accepts it into its window and returns the invoice, or files it as
+    /// rejected. A record below its partition's committed offset was counted before a
+    /// restart and is skipped.
+    pub fn process<'a>(&mut self, rec: SourceRecord<'a>) -> Option<Invoice<'a>> {
+        let st = self.partitions.entry(rec.partition).or_default();
+        if let Some(next) = st.next_offset {
+            if rec.offset < next {
+                self.counters.replayed_skipped += 1;
+                return None;
+            }
+        }
+        st.next_offset = Some(rec.offset + 1);
+        self.changed = true;
+        self.counters.read += 1;
+        let verdict = parse_invoice(rec.value, &self.cfg.limits).and_then(|inv| {
+            check_time(&inv, rec.timestamp_ms, st.max_event_time, self.closed_before, &self.cfg)
+                .map(|()| inv)
+        });
+        match verdict {
+            Ok(inv) => {
+                let t = inv.event_time;
+                st.max_event_time = Some(st.max_event_time.map_or(t, |m| m.max(t)));
+                let w = self.open.entry(window_start(t)).or_insert_with(|| OpenWindow {
+                    agg: WindowAgg::default(),
+                    dirty: true,
+                });
+                w.agg.add(&inv);
+                w.dirty = true;
+                self.counters.accepted += 1;
+                Some(inv)
+            }
+            Err(rej) => {
+                self.counters.rejected[rej.reason.index()] += 1;
+                self.rejected.push(RejectedRecord {
+                    partition: rec.partition,
+                    offset: rec.offset,
+                    reason: rej.reason,
+                    message: rej.message,
+                    raw: rec.value.to_vec(),
+                });
+                None
+            }
+        }
+    }
+
+    /// The watermark W of SPEC §4, `None` for −∞. `idle` names the partitions the source
+    /// found idle. With every partition idle, W moves on at wall-clock speed from the time
+    /// they all became idle, if `now_ms` is given; a bounded run passes `None`.
+    pub fn watermark(&mut self, now_ms: Option<i64>, idle: &BTreeSet<u32>) -> Option<EventTime> {
+        let g = self.cfg.grace;
+        let mut w: Option<EventTime> = None;
+        let mut any_active = false;
+        for (p, st) in &self.partitions {
+            if idle.contains(p) {
+                continue;
+            }
+            any_active = true;
+            let m = st.max_event_time? - g;
+            w = Some(w.map_or(m, |x| x.min(m)));
+        }
+        if any_active {
+            self.all_idle_since_ms = None;
+            return w;
+        }
+        let max = self.partitions.values().filter_map(|s| s.max_event_time).max()? - g;
+        match now_ms {
+            Some(now) => {
+                let since = *self.all_idle_since_ms.get_or_insert(now);
+                Some(max + ms_to_nanos((now - since).max(0)))
+            }
+            None => Some(max),
+        }
+    }
+
+    /// Closes the windows the watermark has passed, and the buckets they complete.
+    pub fn advance(&mut self, now_ms: Option<i64>, idle: &BTreeSet<u32>) {
+        if let Some(w) = self.watermark(now_ms, idle) {
+            self.close_before(window_start(w));
+        }
+    }
+
+    /// End of a bounded input: every window closes, and so does every bucket that holds one.
+    pub fn close_all(&mut self) {
+        let last = self.open.keys().next_back().into_iter().chain(self.closed.keys().next_back()).max();
+        if let Some(&last) = last {
+            self.close_before(bucket_start(last) + BUCKET_SECS);
+        }
+    }
+
+    fn close_before(&mut self, before: i64) {
+        if before <= self.closed_before {
+            return;
+        }
+        self.closed_before = before;
+        self.changed = true;
+        while let Some(entry) = self.open.first_entry() {
+            if *entry.key() >= before {
+                break;
+            }
+            let (start, w) = entry.remove_entry();
+            self.open_deletes.push(start);
+            self.closed_inserts.push(start);
+            self.closed.insert(start, w.agg);
+            self.counters.windows_closed += 1;
+        }
+        // A bucket is complete once its last window is closed.
+        let buckets: BTreeSet<i64> = self.closed.keys().map(|&s| bucket_start(s)).collect();
+        for b in buckets {
+            if b + BUCKET_SECS <= before && self.ready.insert(b) {
+                self.new_ready.push(b);
+            }
+        }
+    }
+
+    /// The changes since the last checkpoint, or `None` when there are none. The caller
+    /// must commit it before rendering anything.
+    pub fn take_delta(&mut self) -> Option<Delta> {
+        if !self.changed {
+            return None;
+        }
+        self.changed = false;
+        self.seq += 1;
+        let seq = self.seq;
+        let open_upserts = self
+            .open
+            .iter_mut()
+            .filter(|(_, w)| w.dirty)
+            .map(|(s, w)| {
+                w.dirty = false;
+                (*s, StoredWindow::from(&w.agg))
+            })
+            .collect();
+        let closed_inserts = std::mem::take(&mut self.closed_inserts)
+            .into_iter()
+            .filter_map(|s| self.closed.get(&s).map(|w| (s, StoredWindow::from(w))))
+            .collect();
+        let rejected = std::mem::take(&mut self.rejected);
+        if !rejected.is_empty() {
+            self.pending_rejected.insert(seq, rejected.clone());
+        }
+        Some(Delta {
+            seq,
+            partitions: self.partitions.iter().map(|(p, s)| (*p, *s)).collect(),
+            open_upserts,
+            open_deletes: std::mem::take(&mut self.open_deletes),
+            closed_inserts,
+            ready_buckets: std::mem::take(&mut self.new_ready),
+            rendered_buckets: std::mem::take(&mut self.rendered_buckets),
+            rejected,
+            rendered_rejected: std::mem::take(&mut self.rendered_rejected),
+            closed_before: self.closed_before,
+            counters: self.counters.clone(),
+        })
+    }
+
+    /// Committed buckets whose files are due, with their windows in order.
+    pub fn ready_buckets(&self) -> Vec<(i64, Vec<(i64, &WindowAgg)>)> {
+        self.ready
+            .iter()
+            .map(|&b| {
+                let rows = self.closed.range(b..b + BUCKET_SECS).map(|(s, w)| (*s, w)).collect();
+                (b, rows)
+            })
+            .collect()
+    }
+
+    pub fn mark_bucket_rendered(&mut self, bucket: i64) {
+        if self.ready.remove(&bucket) {
+            let starts: Vec<i64> = self.closed.range(bucket..bucket + BUCKET_SECS).map(|(s, _)| *s).collect();
+            for s in starts {
+                self.closed.remove(&s);
+            }
+            self.rendered_buckets.push(bucket);
+            self.counters.buckets_rendered += 1;
+            self.changed = true;
+        }
+    }
+
+    /// Committed rejected records whose file is due, by checkpoint.
+    pub fn pending_rejected(&self) -> &BTreeMap<u64, Vec<RejectedRecord>> {
+        &self.pending_rejected
+    }
+
+    pub fn mark_rejected_rendered(&mut self, seq: u64) {
+        if self.pending_rejected.remove(&seq).is_some() {
+            self.rendered_rejected.push(seq);
+            self.changed = true;
+        }
+    }
+
+    /// Closed windows held for a bucket that is not rendered yet.
+    pub fn closed_windows(&self) -> usize {
+        self.closed.len()
+    }
+}
+
+/// The time checks of SPEC §4 and §7, in their order: future guard, lateness, closed window.
+fn check_time(
+    inv: &Invoice<'_>,
+    record_ts_ms: Option<i64>,
+    max_event_time: Option<EventTime>,
+    closed_before: i64,
+    cfg: &EngineConfig,
+) -> Result<(), Rejection> {
+    let t = inv.event_time;
+    if let Some(ts) = record_ts_ms.filter(|&ts| ts >= 0) {
+        let limit = ms_to_nanos(ts) + cfg.max_future_skew;
+        if t > limit {
+            return Err(Rejection::new(
+                Reason::FutureTimestamp,
+                format!(
+                    "event time {} is more than max_future_skew ({}s) ahead of the record timestamp {ts} ms",
+                    inv.timestamp,
+                    cfg.max_future_skew / NANOS_PER_SEC
+                ),
+            ));
+        }
+    }
+    if let Some(m) = max_event_time {
+        if t < m - cfg.grace {
+            return Err(Rejection::new(
+                Reason::Late,
+                format!(
+                    "event time {} is {:.3}s behind the newest invoice of its partition, more than the grace of {}s",
+                    inv.timestamp,
+                    (m - t) as f64 / NANOS_PER_SEC as f64,
+                    cfg.grace / NANOS_PER_SEC
+                ),
+            ));
+        }
+    }
+    let ws = window_start(t);
+    if ws < closed_before {
+        return Err(Rejection::new(
+            Reason::WindowClosed,
+            format!(
+                "event time {} falls in window {} which is already closed",
+                inv.timestamp,
+                crate::event_time::format_instant(ws)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(p: u32, off: i64, ts: &str) -> (u32, i64, String) {
+        let v = format!(
+            r#"{{"invoice_no":1,"country":"UK","timestamp":"{ts}","type":"ORDER","items":[{{"SKU":"a","title":"b","unit_price":1.5,"quantity":2}}]}}"#
+        );
+        (p, off, v)
+    }
+
+    fn feed(e: &mut Engine, recs: &[(u32, i64, String)]) -> Vec<Option<Reason>> {
+        recs.iter()
+            .map(|(p, o, v)| {
+                let before = e.counters().rejected.clone();
+                let r = e.process(SourceRecord { partition: *p, offset: *o, timestamp_ms: None, value: v.as_bytes() });
+                if r.is_some() {
+                    None
+                } else {
+                    let after = e.counters().rejected;
+                    Reason::ALL.iter().copied().find(|r| after[r.index()] > before[r.index()])
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lateness_is_per_partition_and_strict() {
+        let mut e = Engine::new(EngineConfig::default());
+        let out = feed(
+            &mut e,
+            &[
+                rec(0, 0, "2020-09-18 10:05:00"),
+                rec(0, 1, "2020-09-18 10:04:00"),     // exactly M - G: not late
+                rec(0, 2, "2020-09-18 10:03:59.999"), // late
+                rec(1, 0, "2020-09-18 09:00:00"),     // other partition: own history
+                rec(0, 3, "2020-09-18 10:03:59.999"), // still late
+            ],
+        );
+        assert_eq!(out, [None, None, Some(Reason::Late), None, Some(Reason::Late)]);
+        assert_eq!(e.partitions()[&0].max_event_time, Some(crate::event_time::parse_timestamp("2020-09-18 10:05:00").unwrap()));
+    }
+
+    #[test]
+    fn rejected_records_never_move_m_p() {
+        let mut e = Engine::new(EngineConfig::default());
+        let mut bad = rec(0, 0, "2020-09-18 11:00:00");
+        bad.2 = bad.2.replace("ORDER", "order");
+        let out = feed(&mut e, &[bad, rec(0, 1, "2020-09-18 10:00:00")]);
+        assert_eq!(out, [Some(Reason::InvalidInvoice), None]);
+    }
+
+    #[test]
+    fn watermark_waits_for_every_partition_and_closes_windows() {
+        let mut e = Engine::new(EngineConfig::default());
+        e.assign([0, 1]);
+        feed(&mut e, &[rec(0, 0, "2020-09-18 10:00:30"), rec(0, 1, "2020-09-18 10:10:00")]);
+        let none = BTreeSet::new();
+        assert_eq!(e.watermark(None, &none), None, "partition 1 is still at -inf");
+        e.advance(None, &none);
+        assert_eq!(e.open_windows().count(), 2);
+        feed(&mut e, &[rec(1, 0, "2020-09-18 10:02:00")]);
+        e.advance(None, &none);
+        // W = 10:01:00: window 10:00 closes (end 10:01 <= W), 10:02 stays open.
+        let open: Vec<i64> = e.open_windows().map(|(s, _)| s).collect();
+        assert_eq!(open.len(), 2);
+        assert_eq!(e.closed_windows(), 1);
+        // Partition 1 idle: W = 10:09 from partition 0.
+        e.advance(None, &BTreeSet::from([1]));
+        assert_eq!(e.open_windows().count(), 1);
+        // No bucket is complete: 10:00..10:10 holds nothing past 10:09 yet but is not closed.
+        assert!(e.ready_buckets().is_empty());
+    }
+
+    #[test]
+    fn all_idle_moves_with_the_wall_clock_and_window_closed_follows() {
+        let mut e = Engine::new(EngineConfig::default());
+        e.assign([0]);
+        feed(&mut e, &[rec(0, 0, "2020-09-18 10:00:30")]);
+        let idle = BTreeSet::from([0]);
+        e.advance(Some(1_000), &idle);
+        assert_eq!(e.closed_windows(), 0);
+        e.advance(Some(1_000 + 31_000), &idle); // W = 10:00:30 - 60 + 31 s = 10:00:01
+        assert_eq!(e.closed_windows(), 0);
+        e.advance(Some(1_000 + 90_000), &idle); // W = 10:01:00
+        assert_eq!(e.closed_windows(), 1);
+        let out = feed(&mut e, &[rec(0, 1, "2020-09-18 10:00:59")]);
+        assert_eq!(out, [Some(Reason::WindowClosed)]);
+    }
+
+    #[test]
+    fn replayed_offsets_are_skipped() {
+        let mut e = Engine::new(EngineConfig::default());
+        feed(&mut e, &[rec(0, 0, "2020-09-18 10:00:30"), rec(0, 1, "2020-09-18 10:00:31")]);
+        feed(&mut e, &[rec(0, 1, "2020-09-18 10:00:31")]);
+        assert_eq!(e.counters().accepted, 2);
+        assert_eq!(e.counters().replayed_skipped, 1);
+    }
+
+    #[test]
+    fn future_guard_boundary() {
+        let mut e = Engine::new(EngineConfig::default());
+        let (_, _, v) = rec(0, 0, "2020-09-18 11:00:00");
+        let ts = (crate::event_time::parse_timestamp("2020-09-18 10:00:00").unwrap() / 1_000_000) as i64;
+        let r = |e: &mut Engine, off, ts| e.process(SourceRecord { partition: 0, offset: off, timestamp_ms: ts, value: v.as_bytes() }).is_some();
+        assert!(r(&mut e, 0, Some(ts)), "exactly max_future_skew ahead is accepted");
+        assert!(!r(&mut e, 1, Some(ts - 1)));
+        assert_eq!(e.counters().rejected[Reason::FutureTimestamp.index()], 1);
+        assert!(r(&mut e, 2, Some(-1)), "a negative timestamp is not checked");
+        assert!(r(&mut e, 3, None));
+    }
+
+    #[test]
+    fn close_all_completes_every_bucket_and_deltas_carry_it() {
+        let mut e = Engine::new(EngineConfig::default());
+        feed(&mut e, &[rec(0, 0, "2020-09-18 10:00:30"), rec(0, 1, "2020-09-18 10:25:00")]);
+        let d1 = e.take_delta().unwrap();
+        assert_eq!(d1.open_upserts.len(), 2);
+        assert!(e.take_delta().is_none(), "nothing changed");
+        e.close_all();
+        let d2 = e.take_delta().unwrap();
+        assert_eq!(d2.ready_buckets.len(), 2);
+        assert_eq!(d2.closed_inserts.len(), 2);
+        assert_eq!(d2.open_deletes.len(), 2);
+        let ready: Vec<i64> = e.ready_buckets().iter().map(|b| b.0).collect();
+        for b in ready {
+            e.mark_bucket_rendered(b);
+        }
+        let d3 = e.take_delta().unwrap();
+        assert_eq!(d3.rendered_buckets.len(), 2);
+        assert_eq!(e.closed_windows(), 0);
+        // After the end, a record for the closed range is refused, never reopening a file.
+        let out = feed(&mut e, &[rec(0, 2, "2020-09-18 10:29:59")]);
+        assert_eq!(out, [Some(Reason::WindowClosed)]);
+    }
+}

@@ -1,0 +1,223 @@
+//! The job loop: source → parse → aggregate → checkpoint → render.
+//!
+//! Records flow one way. The engine changes state in memory; every checkpoint interval the
+//! job commits the engine's delta in one synced batch, and only then writes the files that
+//! the committed state says are due. A crash anywhere leaves either the old or the new
+//! checkpoint; files are rendered from committed rows only, so writing them again after a
+//! restart gives the same bytes.
+
+use crate::engine::{Engine, EngineConfig};
+use crate::invoice::Invoice;
+use crate::output::{render_bucket, render_rejected, Family};
+use crate::sink::{FileSink, SinkError, Written};
+use crate::source::{Poll, Source, SourceError};
+use crate::state::{StateError, Store};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Settings of one run.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// Folder of the output files.
+    pub out: PathBuf,
+    /// Folder of the RocksDB state store.
+    pub state: PathBuf,
+    pub engine: EngineConfig,
+    /// Time between checkpoints (and at the end of input).
+    pub checkpoint_interval: Duration,
+    /// Close every window when a bounded source ends (always for a file).
+    pub close_at_end: bool,
+    /// Print the per-invoice summary of SPEC §5 to standard output.
+    pub print_invoices: bool,
+    /// Records handed over per poll; the loop looks at the clock between polls.
+    pub batch: usize,
+}
+
+impl JobConfig {
+    pub fn new(out: PathBuf, state: PathBuf) -> JobConfig {
+        JobConfig {
+            out,
+            state,
+            engine: EngineConfig::default(),
+            checkpoint_interval: Duration::from_secs(1),
+            close_at_end: true,
+            print_invoices: false,
+            batch: 4096,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("source: {0}")]
+    Source(SourceError),
+    #[error("writing the invoice summary to standard output failed: {0}")]
+    Stdout(std::io::Error),
+}
+
+/// What a run did, for the summary line and the tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub records: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub checkpoints: u64,
+    pub files_written: u64,
+    /// The source ended (rather than a stop request).
+    pub ended: bool,
+}
+
+/// Runs the job until the source ends or `stop` is set. Returns after a final checkpoint.
+pub fn run(cfg: &JobConfig, source: &mut dyn Source, stop: Arc<AtomicBool>) -> Result<RunSummary, JobError> {
+    let store = Store::open(&cfg.state)?;
+    let restored = store.load()?;
+    let mut engine = Engine::restore(cfg.engine, restored);
+    let sink = FileSink::new(&cfg.out)?;
+    let mut summary = RunSummary::default();
+    // A crash may have left committed files unwritten: write them before anything else.
+    render_due(&mut engine, &sink, source.name(), &mut summary)?;
+    source.resume(engine.partitions()).map_err(JobError::Source)?;
+    engine.assign(source.partitions());
+    let start_counters = engine.counters().clone();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut out_err: Option<std::io::Error> = None;
+    let mut last_checkpoint = Instant::now();
+    loop {
+        let print = cfg.print_invoices;
+        let polled = source
+            .poll(cfg.batch, &mut |rec| {
+                if let Some(inv) = engine.process(rec) {
+                    if print && out_err.is_none() {
+                        if let Err(e) = print_invoice(&mut out, &inv) {
+                            out_err = Some(e);
+                        }
+                    }
+                }
+            })
+            .map_err(JobError::Source)?;
+        if let Some(e) = out_err.take() {
+            return Err(JobError::Stdout(e));
+        }
+        let ended = polled == Poll::End;
+        let now_ms = source.is_live().then(|| chrono::Utc::now().timestamp_millis());
+        let idle = source.idle();
+        engine.advance(now_ms, &idle);
+        if ended {
+            summary.ended = true;
+            break;
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if last_checkpoint.elapsed() >= cfg.checkpoint_interval {
+            out.flush().map_err(JobError::Stdout)?;
+            checkpoint(&mut engine, &store, &sink, source, &mut summary)?;
+            last_checkpoint = Instant::now();
+        }
+    }
+    if summary.ended && cfg.close_at_end {
+        engine.close_all();
+    }
+    out.flush().map_err(JobError::Stdout)?;
+    checkpoint(&mut engine, &store, &sink, source, &mut summary)?;
+    // Record what the last checkpoint rendered, so that a restart has nothing left to do.
+    checkpoint(&mut engine, &store, &sink, source, &mut summary)?;
+    let c = engine.counters();
+    summary.records = c.read - start_counters.read;
+    summary.accepted = c.accepted - start_counters.accepted;
+    summary.rejected = c.rejected_total() - start_counters.rejected_total();
+    Ok(summary)
+}
+
+fn checkpoint(
+    engine: &mut Engine,
+    store: &Store,
+    sink: &FileSink,
+    source: &mut dyn Source,
+    summary: &mut RunSummary,
+) -> Result<(), JobError> {
+    let Some(delta) = engine.take_delta() else {
+        return Ok(());
+    };
+    crate::failpoint!("checkpoint.before_commit");
+    store.commit(&delta)?;
+    summary.checkpoints += 1;
+    crate::failpoint!("checkpoint.after_commit_before_render");
+    source.committed(engine.partitions());
+    render_due(engine, sink, source.name(), summary)
+}
+
+/// Writes every file the committed state says is due, and tells the engine, so that the
+/// next checkpoint records it.
+fn render_due(engine: &mut Engine, sink: &FileSink, topic: &str, summary: &mut RunSummary) -> Result<(), JobError> {
+    let mut done = Vec::new();
+    for (bucket, windows) in engine.ready_buckets() {
+        let name = crate::event_time::bucket_name(bucket);
+        for family in Family::BOTH {
+            let bytes = render_bucket(family, &windows);
+            if bytes.is_empty() {
+                continue;
+            }
+            if sink.write(&format!("{}/{name}.json", family.folder()), &bytes)? == Written::New {
+                summary.files_written += 1;
+            }
+            crate::failpoint!("render.between_files");
+        }
+        done.push(bucket);
+    }
+    for b in done {
+        engine.mark_bucket_rendered(b);
+    }
+    let mut done = Vec::new();
+    for (seq, records) in engine.pending_rejected() {
+        let bytes = render_rejected(topic, records);
+        sink.write(&format!("rejected/ckpt-{seq:012}.jsonl"), &bytes)?;
+        crate::failpoint!("render.between_files");
+        done.push(*seq);
+    }
+    for s in done {
+        engine.mark_rejected_rendered(s);
+    }
+    crate::failpoint!("render.after_rename_before_record");
+    Ok(())
+}
+
+fn print_invoice(out: &mut impl Write, inv: &Invoice<'_>) -> std::io::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Summary<'a> {
+        invoice_no: u64,
+        country: &'a str,
+        timestamp: &'a str,
+        #[serde(serialize_with = "as_json_number")]
+        total_cost: crate::money::Money,
+        total_items: u64,
+        is_order: u8,
+        is_return: u8,
+    }
+    fn as_json_number<S: serde::Serializer>(m: &crate::money::Money, s: S) -> Result<S::Ok, S::Error> {
+        // Exact decimal text, as a JSON number.
+        let raw = serde_json::value::RawValue::from_string(m.to_string()).map_err(serde::ser::Error::custom)?;
+        serde::Serialize::serialize(&raw, s)
+    }
+    serde_json::to_writer(
+        &mut *out,
+        &Summary {
+            invoice_no: inv.invoice_no,
+            country: &inv.country,
+            timestamp: &inv.timestamp,
+            total_cost: inv.total_cost,
+            total_items: inv.total_items,
+            is_order: inv.is_order(),
+            is_return: inv.is_return(),
+        },
+    )?;
+    out.write_all(b"\n")
+}

@@ -1,0 +1,179 @@
+//! One-minute window aggregates and the KPI arithmetic of SPEC §3. Pure: no I/O.
+
+use crate::invoice::{Invoice, Kind};
+use crate::money::{ratio_4dp, Money};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// The sums behind the KPIs of one window, for the world or for one country.
+///
+/// Every field is a plain integer sum, so the result does not depend on the order in which
+/// invoices arrive. Sizes: 10^9 invoices per window fit in `u64`; `total_items` can reach
+/// 10^9 × 10^4 × 10^9 and needs `u128`; money is `i128` (see `money`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Agg {
+    /// Invoices in the window, orders and returns.
+    pub opm: u64,
+    pub orders: u64,
+    pub returns: u64,
+    pub total_items: u128,
+    /// Σ total_cost; returns subtract.
+    pub volume: Money,
+}
+
+impl Agg {
+    #[inline]
+    pub fn add(&mut self, inv: &Invoice<'_>) {
+        self.opm += 1;
+        match inv.kind {
+            Kind::Order => self.orders += 1,
+            Kind::Return => self.returns += 1,
+        }
+        self.total_items += inv.total_items as u128;
+        self.volume.0 += inv.total_cost.0;
+    }
+
+    pub fn merge(&mut self, o: &Agg) {
+        self.opm += o.opm;
+        self.orders += o.orders;
+        self.returns += o.returns;
+        self.total_items += o.total_items;
+        self.volume.0 += o.volume.0;
+    }
+
+    /// total_sale_volume / OPM, exact then rounded half to even to 4 places.
+    pub fn average_transaction_size(&self) -> Money {
+        self.volume.div_round_half_even(self.opm)
+    }
+
+    /// returns / OPM, rounded half to even to 4 places.
+    pub fn rate_of_return(&self) -> Money {
+        ratio_4dp(self.returns, self.opm)
+    }
+}
+
+/// One window: the world row and one row per country.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WindowAgg {
+    pub world: Agg,
+    pub countries: HashMap<Box<str>, Agg>,
+}
+
+impl WindowAgg {
+    #[inline]
+    pub fn add(&mut self, inv: &Invoice<'_>) {
+        self.world.add(inv);
+        match self.countries.get_mut(inv.country.as_ref()) {
+            Some(a) => a.add(inv),
+            None => {
+                let mut a = Agg::default();
+                a.add(inv);
+                self.countries.insert(inv.country.as_ref().into(), a);
+            }
+        }
+    }
+
+    /// Countries in byte order, as the output wants them.
+    pub fn sorted_countries(&self) -> Vec<(&str, &Agg)> {
+        let mut v: Vec<(&str, &Agg)> = self.countries.iter().map(|(k, a)| (&**k, a)).collect();
+        v.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        v
+    }
+}
+
+/// The stored form of a window: countries as a sorted list so the bytes are deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredWindow {
+    pub world: Agg,
+    pub countries: Vec<(String, Agg)>,
+}
+
+impl From<&WindowAgg> for StoredWindow {
+    fn from(w: &WindowAgg) -> Self {
+        StoredWindow {
+            world: w.world,
+            countries: w
+                .sorted_countries()
+                .into_iter()
+                .map(|(c, a)| (c.to_owned(), *a))
+                .collect(),
+        }
+    }
+}
+
+impl From<StoredWindow> for WindowAgg {
+    fn from(s: StoredWindow) -> Self {
+        WindowAgg {
+            world: s.world,
+            countries: s
+                .countries
+                .into_iter()
+                .map(|(c, a)| (c.into_boxed_str(), a))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn inv(country: &str, kind: Kind, cost: i128, items: u64) -> Invoice<'_> {
+        Invoice {
+            invoice_no: 1,
+            country: Cow::Borrowed(country),
+            timestamp: Cow::Borrowed(""),
+            event_time: 0,
+            kind,
+            item_count: 1,
+            total_items: items,
+            total_cost: Money(if kind == Kind::Return { -cost } else { cost }),
+        }
+    }
+
+    #[test]
+    fn kpis_of_a_small_window() {
+        let mut w = WindowAgg::default();
+        w.add(&inv("United Kingdom", Kind::Order, 100_000, 3));
+        w.add(&inv("EIRE", Kind::Order, 25_000, 1));
+        w.add(&inv("United Kingdom", Kind::Return, 20_000, 2));
+        assert_eq!(w.world.opm, 3);
+        assert_eq!(w.world.total_items, 6);
+        // 10 + 2.5 - 2 = 10.5; / 3 = 3.5
+        assert_eq!(w.world.volume.to_string(), "10.5");
+        assert_eq!(w.world.average_transaction_size().to_string(), "3.5");
+        assert_eq!(w.world.rate_of_return().to_string(), "0.3333");
+        let names: Vec<&str> = w.sorted_countries().iter().map(|c| c.0).collect();
+        assert_eq!(names, ["EIRE", "United Kingdom"]);
+        let uk = w.countries["United Kingdom"];
+        assert_eq!((uk.opm, uk.orders, uk.returns), (2, 1, 1));
+        assert_eq!(uk.rate_of_return().to_string(), "0.5");
+    }
+
+    #[test]
+    fn order_of_arrival_does_not_matter() {
+        let a = [
+            inv("A", Kind::Order, 12_345, 3),
+            inv("B", Kind::Return, 99_999, 7),
+            inv("A", Kind::Order, 1, 1),
+        ];
+        let mut x = WindowAgg::default();
+        let mut y = WindowAgg::default();
+        a.iter().for_each(|i| x.add(i));
+        a.iter().rev().for_each(|i| y.add(i));
+        assert_eq!(x, y);
+        let stored = StoredWindow::from(&x);
+        assert_eq!(WindowAgg::from(stored), x);
+    }
+
+    #[test]
+    fn byte_order_not_locale_order() {
+        let mut w = WindowAgg::default();
+        for c in ["b", "B", "Ä", "a"] {
+            w.add(&inv(c, Kind::Order, 1, 1));
+        }
+        let names: Vec<&str> = w.sorted_countries().iter().map(|c| c.0).collect();
+        assert_eq!(names, ["B", "a", "b", "Ä"]);
+    }
+}
