@@ -8,9 +8,11 @@
 pub mod engine;
 pub mod event_time;
 pub mod failpoint;
+pub mod generate;
 pub mod file_source;
 pub mod invoice;
 pub mod job;
+pub mod kafka;
 pub mod money;
 pub mod output;
 pub mod record;

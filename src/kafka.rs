@@ -1,0 +1,530 @@
+//! Kafka: the source of the live job and of backfills, and the producer behind
+//! `retail-kpi produce`. The only module that imports `rdkafka`.
+//!
+//! The source assigns every partition of the topic itself (no consumer-group rebalancing)
+//! and starts each from the offset the state store committed, in the manner of Arroyo:
+//! Kafka's group offsets are written after each checkpoint, for lag monitoring only, and
+//! never read back. Idleness (SPEC §4) needs the broker's word: a partition is idle only
+//! when a watermark request answered within `idle_timeout` that the job has read
+//! everything, and no record came for `idle_timeout`; while brokers cannot be reached no
+//! answer comes, so no partition turns idle and no window closes because of an outage.
+
+use crate::engine::PartitionState;
+use crate::generate::GeneratedRecord;
+use crate::record::SourceRecord;
+use crate::source::{Poll, Source, SourceError};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    #[error("Kafka client setup failed: {0}; check the -X properties")]
+    Config(KafkaError),
+    #[error("cannot read the metadata of topic `{topic}` from {brokers}: {source}; check that the brokers run and the topic exists")]
+    Metadata { topic: String, brokers: String, source: KafkaError },
+    #[error("topic `{topic}` does not exist on {brokers}; create it (retail-kpi produce creates it) or fix --topic")]
+    NoTopic { topic: String, brokers: String },
+    #[error("cannot find the end offsets of topic `{topic}` for --until end: {source}; the brokers did not answer within {timeout:?}")]
+    EndOffsets { topic: String, source: KafkaError, timeout: Duration },
+    #[error("Kafka consumer error: {0}")]
+    Consume(KafkaError),
+    #[error("Kafka producer error: {0}")]
+    Produce(KafkaError),
+    #[error("cannot create topic `{topic}`: {reason}")]
+    CreateTopic { topic: String, reason: String },
+}
+
+/// Where a partition never seen before starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartAt {
+    Earliest,
+    Latest,
+}
+
+/// Settings of the Kafka source. `properties` are librdkafka properties passed through
+/// (`-X key=value`): security (SASL, TLS) and tuning.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    pub topic: String,
+    /// Group id under which offsets are committed for lag monitoring.
+    pub group_id: String,
+    /// Bounded run: read up to the end offsets found at start.
+    pub until_end: bool,
+    /// Where a partition without a committed offset starts.
+    pub start: StartAt,
+    /// SPEC §4 `idle_timeout`.
+    pub idle_timeout: Duration,
+    /// Longest wait of one poll for the first record.
+    pub poll_wait: Duration,
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: &str, topic: &str) -> KafkaConfig {
+        KafkaConfig {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            group_id: format!("retail-kpi.{topic}"),
+            until_end: false,
+            start: StartAt::Earliest,
+            idle_timeout: Duration::from_secs(60),
+            poll_wait: Duration::from_millis(100),
+            properties: Vec::new(),
+        }
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", match self.start {
+                StartAt::Earliest => "earliest",
+                StartAt::Latest => "latest",
+            })
+            // Larger fetches: the job is throughput-bound on backfills.
+            .set("fetch.max.bytes", "52428800")
+            .set("max.partition.fetch.bytes", "4194304")
+            .set("queued.min.messages", "200000")
+            .set("topic.metadata.refresh.interval.ms", "10000")
+            .set_log_level(RDKafkaLogLevel::Warning);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// Logs a broker outage once when it begins and once when it ends, never per record.
+#[derive(Default)]
+pub struct OutageContext {
+    down: AtomicBool,
+    /// Records the producer gave up on.
+    undelivered: AtomicU64,
+}
+
+impl OutageContext {
+    fn recovered(&self) {
+        if self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!("Kafka brokers reachable again: outage ended");
+        }
+    }
+    fn failed(&self, what: &str) {
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!("Kafka brokers unreachable ({what}): outage began; no window closes until they answer");
+        }
+    }
+}
+
+impl ClientContext for OutageContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let all_down = matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown));
+        if all_down {
+            self.failed(reason);
+        } else {
+            tracing::debug!("librdkafka: {error}: {reason}");
+        }
+    }
+    fn log(&self, _level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        tracing::debug!(target: "librdkafka", "{fac}: {msg}");
+    }
+}
+impl ConsumerContext for OutageContext {}
+
+impl ProducerContext for OutageContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.undelivered.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("a record was not delivered: {e}");
+        }
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct PartitionTrack {
+    /// When the last record came.
+    last_record: Option<Instant>,
+    /// When the broker last confirmed that nothing is left past the next offset.
+    confirmed_end: Option<Instant>,
+    /// Next offset to read (from records handed over).
+    next: Option<i64>,
+    /// Bounded run: the end offset found at start; the partition is done at it.
+    end: Option<i64>,
+    done: bool,
+}
+
+pub struct KafkaSource {
+    cfg: KafkaConfig,
+    consumer: BaseConsumer<OutageContext>,
+    name: String,
+    parts: BTreeMap<u32, PartitionTrack>,
+    last_metadata: Instant,
+    last_confirm: Instant,
+}
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl KafkaSource {
+    pub fn connect(cfg: KafkaConfig) -> Result<KafkaSource, KafkaSourceError> {
+        let consumer: BaseConsumer<OutageContext> = cfg
+            .client_config()
+            .create_with_context(OutageContext::default())
+            .map_err(KafkaSourceError::Config)?;
+        Ok(KafkaSource {
+            name: cfg.topic.clone(),
+            cfg,
+            consumer,
+            parts: BTreeMap::new(),
+            last_metadata: Instant::now(),
+            last_confirm: Instant::now(),
+        })
+    }
+
+    fn topic_partitions(&self, timeout: Duration) -> Result<Vec<u32>, KafkaSourceError> {
+        let md = self.consumer.fetch_metadata(Some(&self.cfg.topic), timeout).map_err(|source| {
+            KafkaSourceError::Metadata { topic: self.cfg.topic.clone(), brokers: self.cfg.brokers.clone(), source }
+        })?;
+        let t = md.topics().iter().find(|t| t.name() == self.cfg.topic);
+        match t {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(t.partitions().iter().map(|p| p.id() as u32).collect())
+            }
+            _ => Err(KafkaSourceError::NoTopic { topic: self.cfg.topic.clone(), brokers: self.cfg.brokers.clone() }),
+        }
+    }
+
+    fn assign_new(&mut self, partitions: &[u32], committed: &BTreeMap<u32, PartitionState>) -> Result<(), KafkaSourceError> {
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            if self.parts.contains_key(&p) {
+                continue;
+            }
+            let next = committed.get(&p).and_then(|s| s.next_offset);
+            let offset = match (next, self.cfg.start) {
+                (Some(o), _) => Offset::Offset(o),
+                (None, StartAt::Earliest) => Offset::Beginning,
+                (None, StartAt::Latest) => Offset::End,
+            };
+            tpl.add_partition_offset(&self.cfg.topic, p as i32, offset).map_err(KafkaSourceError::Consume)?;
+            let mut track = PartitionTrack { next, ..PartitionTrack::default() };
+            if self.cfg.until_end {
+                let (low, high) = self
+                    .consumer
+                    .fetch_watermarks(&self.cfg.topic, p as i32, REQUEST_TIMEOUT * 6)
+                    .map_err(|source| KafkaSourceError::EndOffsets { topic: self.cfg.topic.clone(), source, timeout: REQUEST_TIMEOUT * 6 })?;
+                track.end = Some(high);
+                track.done = high <= low || next.is_some_and(|n| n >= high);
+            }
+            self.parts.insert(p, track);
+            tracing::info!(partition = p, offset = ?offset, "assigned");
+        }
+        if tpl.count() > 0 {
+            self.consumer.incremental_assign(&tpl).map_err(KafkaSourceError::Consume)?;
+        }
+        Ok(())
+    }
+
+    /// Asks the broker, for partitions that gave nothing lately, whether the job has read
+    /// everything: the confirmation the idle rule needs.
+    fn confirm_ends(&mut self) {
+        let now = Instant::now();
+        let quiet = self.cfg.idle_timeout / 4;
+        let candidates: Vec<u32> = self
+            .parts
+            .iter()
+            .filter(|(_, t)| t.last_record.is_none_or(|r| now - r >= quiet))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in candidates {
+            match self.consumer.fetch_watermarks(&self.cfg.topic, p as i32, REQUEST_TIMEOUT) {
+                Ok((low, high)) => {
+                    self.consumer.context().recovered();
+                    let t = self.parts.get_mut(&p).expect("candidate is assigned");
+                    let caught_up = match t.next {
+                        Some(n) => n >= high,
+                        None => high <= low,
+                    };
+                    if caught_up {
+                        t.confirmed_end = Some(Instant::now());
+                    }
+                }
+                Err(e) => {
+                    self.consumer.context().failed(&e.to_string());
+                    // No answer: stop asking this round, the others would time out too.
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Source for KafkaSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn resume(&mut self, committed: &BTreeMap<u32, PartitionState>) -> Result<(), SourceError> {
+        let partitions = self.topic_partitions(REQUEST_TIMEOUT * 6)?;
+        self.assign_new(&partitions, committed)?;
+        Ok(())
+    }
+
+    fn partitions(&self) -> Vec<u32> {
+        self.parts.keys().copied().collect()
+    }
+
+    fn poll(&mut self, max: usize, sink: &mut dyn FnMut(SourceRecord<'_>)) -> Result<Poll, SourceError> {
+        if self.cfg.until_end && self.parts.values().all(|t| t.done) {
+            return Ok(Poll::End);
+        }
+        let mut n = 0;
+        let mut wait = self.cfg.poll_wait;
+        while n < max {
+            let Some(res) = self.consumer.poll(wait) else { break };
+            wait = Duration::ZERO;
+            match res {
+                Ok(m) => {
+                    let p = m.partition() as u32;
+                    let Some(t) = self.parts.get_mut(&p) else { continue };
+                    if t.done || t.end.is_some_and(|e| m.offset() >= e) {
+                        // Past the end a bounded run found at start: leave it for the next run.
+                        t.done = true;
+                        continue;
+                    }
+                    t.next = Some(m.offset() + 1);
+                    t.last_record = Some(Instant::now());
+                    t.confirmed_end = None;
+                    if t.end.is_some_and(|e| m.offset() + 1 >= e) {
+                        t.done = true;
+                    }
+                    sink(SourceRecord {
+                        partition: p,
+                        offset: m.offset(),
+                        timestamp_ms: m.timestamp().to_millis().filter(|&ts| ts >= 0),
+                        value: m.payload().unwrap_or(&[]),
+                    });
+                    n += 1;
+                }
+                Err(KafkaError::PartitionEOF(p)) => {
+                    self.consumer.context().recovered();
+                    if let Some(t) = self.parts.get_mut(&(p as u32)) {
+                        t.confirmed_end = Some(Instant::now());
+                        if t.end.is_some() {
+                            t.done = true;
+                        }
+                    }
+                }
+                Err(e) => {
+                    // librdkafka retries on its own; a fatal error ends the run.
+                    if let KafkaError::MessageConsumption(code) = &e {
+                        if *code == RDKafkaErrorCode::UnknownTopicOrPartition {
+                            return Err(Box::new(KafkaSourceError::Consume(e)));
+                        }
+                    }
+                    self.consumer.context().failed(&e.to_string());
+                }
+            }
+        }
+        if n > 0 {
+            self.consumer.context().recovered();
+        }
+        if !self.cfg.until_end {
+            let now = Instant::now();
+            if now - self.last_confirm >= (self.cfg.idle_timeout / 4).min(Duration::from_secs(5)) {
+                self.last_confirm = now;
+                self.confirm_ends();
+            }
+            if now - self.last_metadata >= Duration::from_secs(10) {
+                self.last_metadata = now;
+                // Pick up partitions added to the topic.
+                if let Ok(ps) = self.topic_partitions(REQUEST_TIMEOUT) {
+                    if ps.iter().any(|p| !self.parts.contains_key(p)) {
+                        self.assign_new(&ps, &BTreeMap::new())?;
+                    }
+                }
+            }
+        } else if self.parts.values().all(|t| t.done) && n == 0 {
+            return Ok(Poll::End);
+        }
+        Ok(Poll::Records(n))
+    }
+
+    fn idle(&mut self) -> BTreeSet<u32> {
+        let now = Instant::now();
+        let timeout = self.cfg.idle_timeout;
+        self.parts
+            .iter()
+            .filter(|(_, t)| {
+                if self.cfg.until_end {
+                    return t.done;
+                }
+                let confirmed = t.confirmed_end.is_some_and(|c| now - c <= timeout);
+                let quiet = t.last_record.is_none_or(|r| now - r >= timeout);
+                confirmed && quiet
+            })
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    fn is_live(&self) -> bool {
+        !self.cfg.until_end
+    }
+
+    fn committed(&mut self, partitions: &BTreeMap<u32, PartitionState>) {
+        let mut tpl = TopicPartitionList::new();
+        for (p, s) in partitions {
+            if let Some(o) = s.next_offset {
+                let _ = tpl.add_partition_offset(&self.cfg.topic, *p as i32, Offset::Offset(o));
+            }
+        }
+        if tpl.count() > 0 {
+            // Advisory only (lag monitoring): a failure here changes nothing.
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!("group offset commit failed: {e}");
+            }
+        }
+    }
+}
+
+/// Settings of `retail-kpi produce`.
+#[derive(Debug, Clone)]
+pub struct ProduceConfig {
+    pub brokers: String,
+    pub topic: String,
+    /// Partitions of the topic if it has to be created.
+    pub partitions: u32,
+    /// Replication factor if it has to be created.
+    pub replication: u32,
+    /// Records per second; `None` as fast as possible.
+    pub rate: Option<f64>,
+    pub properties: Vec<(String, String)>,
+}
+
+/// Creates the topic if it is missing (time-based retention off: the generated invoices
+/// carry event-time CreateTimes that may be years old).
+pub fn ensure_topic(cfg: &ProduceConfig) -> Result<(), KafkaSourceError> {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &cfg.brokers);
+    for (k, v) in &cfg.properties {
+        cc.set(k, v);
+    }
+    let admin: AdminClient<_> = cc.create().map_err(KafkaSourceError::Config)?;
+    let topic = NewTopic::new(&cfg.topic, cfg.partitions as i32, TopicReplication::Fixed(cfg.replication as i32))
+        .set("retention.ms", "-1")
+        .set("min.insync.replicas", if cfg.replication >= 3 { "2" } else { "1" });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| KafkaSourceError::CreateTopic {
+        topic: cfg.topic.clone(),
+        reason: e.to_string(),
+    })?;
+    let res = rt
+        .block_on(admin.create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))))
+        .map_err(|e| KafkaSourceError::CreateTopic { topic: cfg.topic.clone(), reason: e.to_string() })?;
+    for r in res {
+        match r {
+            Ok(_) => tracing::info!(topic = %cfg.topic, partitions = cfg.partitions, "topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => return Err(KafkaSourceError::CreateTopic { topic: t, reason: code.to_string() }),
+        }
+    }
+    Ok(())
+}
+
+/// Sends records with the idempotent producer, record `i` to partition `i % P`, so that
+/// the topic's contents depend on the generator alone. Returns the number sent.
+pub fn produce(
+    cfg: &ProduceConfig,
+    records: impl Iterator<Item = GeneratedRecord>,
+    stop: Arc<AtomicBool>,
+) -> Result<u64, KafkaSourceError> {
+    ensure_topic(cfg)?;
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &cfg.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "500000")
+        .set("message.timeout.ms", "0") // retry for ever: an outage must not lose records
+        .set("message.max.bytes", "2000000");
+    for (k, v) in &cfg.properties {
+        cc.set(k, v);
+    }
+    let producer: BaseProducer<OutageContext> = cc.create_with_context(OutageContext::default()).map_err(KafkaSourceError::Config)?;
+    let partitions = ensure_partitions(&producer, &cfg.topic)?;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    for (i, rec) in records.enumerate() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if let Some(rate) = cfg.rate {
+            let due = Duration::from_secs_f64(i as f64 / rate);
+            let el = started.elapsed();
+            if due > el {
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(due - el);
+            }
+        }
+        let mut r: BaseRecord<'_, (), [u8]> = BaseRecord::to(&cfg.topic).payload(rec.value.as_slice()).partition((i as u64 % partitions as u64) as i32);
+        if let Some(ts) = rec.timestamp_ms {
+            r = r.timestamp(ts);
+        }
+        loop {
+            match producer.send(r) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    r = back;
+                    producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => return Err(KafkaSourceError::Produce(e)),
+            }
+        }
+        sent += 1;
+        if sent % 1024 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    // Delivery of everything queued, through outages included.
+    loop {
+        match producer.flush(Duration::from_secs(10)) {
+            Ok(()) => break,
+            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {
+                tracing::info!(in_flight = producer.in_flight_count(), "waiting for the brokers to take the rest");
+            }
+            Err(e) => return Err(KafkaSourceError::Produce(e)),
+        }
+    }
+    let lost = producer.context().undelivered.load(Ordering::Relaxed);
+    if lost > 0 {
+        return Err(KafkaSourceError::Produce(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)))
+            .map_err(|e| { tracing::error!("{lost} of {sent} records were not delivered"); e });
+    }
+    Ok(sent)
+}
+
+fn ensure_partitions<C: ProducerContext>(p: &BaseProducer<C>, topic: &str) -> Result<u32, KafkaSourceError> {
+    let md = p
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .map_err(|source| KafkaSourceError::Metadata { topic: topic.into(), brokers: String::new(), source })?;
+    let n = md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
+    if n == 0 {
+        return Err(KafkaSourceError::NoTopic { topic: topic.into(), brokers: String::new() });
+    }
+    Ok(n as u32)
+}

@@ -1,0 +1,2 @@
+pub mod reference;
+pub mod harness;
