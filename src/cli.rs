@@ -33,10 +33,20 @@ pub mod exit {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "retail-kpi", version, about = "Exact sales KPIs per minute, from Kafka or JSON lines, exactly once")]
+#[command(
+    name = "retail-kpi",
+    version,
+    about = "Exact sales KPIs per minute, from Kafka or JSON lines, exactly once"
+)]
 struct Cli {
     /// Log format on standard error.
-    #[arg(long, global = true, value_enum, default_value = "human", env = "RETAIL_KPI_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "RETAIL_KPI_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -85,14 +95,25 @@ struct GenArgs {
 
 impl GenArgs {
     fn config(&self, broker_timestamps: bool) -> anyhow::Result<GenConfig> {
-        for (name, f) in [("--late-fraction", self.late_fraction), ("--bad-fraction", self.bad_fraction)] {
-            anyhow::ensure!((0.0..=1.0).contains(&f), "{name} must be between 0 and 1, not {f}");
+        for (name, f) in [
+            ("--late-fraction", self.late_fraction),
+            ("--bad-fraction", self.bad_fraction),
+        ] {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&f),
+                "{name} must be between 0 and 1, not {f}"
+            );
         }
-        anyhow::ensure!(self.rate > 0.0 && self.rate.is_finite(), "--rate must be a positive number, not {}", self.rate);
+        anyhow::ensure!(
+            self.rate > 0.0 && self.rate.is_finite(),
+            "--rate must be a positive number, not {}",
+            self.rate
+        );
         Ok(GenConfig {
             count: self.count,
             seed: self.seed,
-            start_ms: parse_start(&self.start).with_context(|| format!("--start {:?}", self.start))?,
+            start_ms: parse_start(&self.start)
+                .with_context(|| format!("--start {:?}", self.start))?,
             rate_per_minute: self.rate,
             late_fraction: self.late_fraction,
             bad_fraction: self.bad_fraction,
@@ -155,7 +176,11 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::CONFIG } else { exit::OK });
+            return ExitCode::from(if e.use_stderr() {
+                exit::CONFIG
+            } else {
+                exit::OK
+            });
         }
     };
     init_logs(cli.log_format);
@@ -173,7 +198,9 @@ pub fn main() -> ExitCode {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => b.init(),
         LogFormat::Json => b.json().init(),
@@ -197,7 +224,10 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<ConfigError>().is_some() {
             return exit::CONFIG;
         }
-        if cause.downcast_ref::<retail_kpi::file_source::FileSourceError>().is_some() {
+        if cause
+            .downcast_ref::<retail_kpi::file_source::FileSourceError>()
+            .is_some()
+        {
             return exit::SOURCE;
         }
     }
@@ -222,14 +252,17 @@ fn dispatch(cmd: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(r) => run_file(r),
-        Command::State { command: StateCommand::Inspect { state, json } } => inspect(&state, json),
+        Command::State {
+            command: StateCommand::Inspect { state, json },
+        } => inspect(&state, json),
     }
 }
 
 fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
     }
     Ok(stop)
 }
@@ -239,7 +272,10 @@ fn run_file(r: RunArgs) -> anyhow::Result<()> {
     cfg.engine = EngineConfig {
         grace: r.grace.as_nanos() as i128,
         max_future_skew: r.max_future_skew.as_nanos() as i128,
-        limits: Limits { max_record_bytes: r.max_record_bytes, max_items: r.max_items },
+        limits: Limits {
+            max_record_bytes: r.max_record_bytes,
+            max_items: r.max_items,
+        },
     };
     cfg.checkpoint_interval = r.checkpoint_interval;
     cfg.print_invoices = r.print_invoices;
@@ -278,7 +314,12 @@ fn inspect(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
     let counters = &r.counters;
     let rejected: serde_json::Map<String, serde_json::Value> = retail_kpi::record::Reason::ALL
         .iter()
-        .map(|reason| (reason.code().to_owned(), counters.rejected[reason.index()].into()))
+        .map(|reason| {
+            (
+                reason.code().to_owned(),
+                counters.rejected[reason.index()].into(),
+            )
+        })
         .collect();
     let v = serde_json::json!({
         "schema_version": version,
@@ -314,7 +355,10 @@ fn inspect(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
                 fmt_t(s.max_event_time).unwrap_or_else(|| "-inf".into())
             );
         }
-        println!("closed before    {}", v["closed_before"].as_str().unwrap_or("-"));
+        println!(
+            "closed before    {}",
+            v["closed_before"].as_str().unwrap_or("-")
+        );
         println!(
             "open windows     {} (first {}, last {})",
             r.open.len(),
@@ -324,7 +368,10 @@ fn inspect(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
         println!("closed, unwritten windows {}", r.closed.len());
         println!("buckets due      {}", r.ready_buckets.len());
         println!("rejected files due {}", r.pending_rejected.len());
-        println!("counters         {}", serde_json::to_string(&v["counters"])?);
+        println!(
+            "counters         {}",
+            serde_json::to_string(&v["counters"])?
+        );
     }
     Ok(())
 }

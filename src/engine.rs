@@ -107,6 +107,8 @@ struct OpenWindow {
 /// The stream engine. See the module documentation for the protocol.
 pub struct Engine {
     cfg: EngineConfig,
+    /// Name of the source, kept with each rejected record.
+    topic: String,
     seq: u64,
     partitions: BTreeMap<u32, PartitionState>,
     open: BTreeMap<i64, OpenWindow>,
@@ -130,18 +132,33 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
-        Engine::restore(cfg, Restored { closed_before: i64::MIN, ..Restored::default() })
+        Engine::restore(
+            cfg,
+            Restored {
+                closed_before: i64::MIN,
+                ..Restored::default()
+            },
+        )
     }
 
     pub fn restore(cfg: EngineConfig, r: Restored) -> Engine {
         Engine {
             cfg,
+            topic: String::new(),
             seq: r.seq,
             partitions: r.partitions.into_iter().collect(),
             open: r
                 .open
                 .into_iter()
-                .map(|(s, w)| (s, OpenWindow { agg: w.into(), dirty: false }))
+                .map(|(s, w)| {
+                    (
+                        s,
+                        OpenWindow {
+                            agg: w.into(),
+                            dirty: false,
+                        },
+                    )
+                })
                 .collect(),
             closed: r.closed.into_iter().map(|(s, w)| (s, w.into())).collect(),
             closed_before: r.closed_before,
@@ -161,6 +178,11 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    /// Names the source for the rejected records that follow.
+    pub fn set_topic(&mut self, topic: &str) {
+        self.topic = topic.to_owned();
     }
 
     /// Makes the watermark wait for these partitions too (a partition never seen is −∞).
@@ -201,17 +223,26 @@ impl Engine {
         self.changed = true;
         self.counters.read += 1;
         let verdict = parse_invoice(rec.value, &self.cfg.limits).and_then(|inv| {
-            check_time(&inv, rec.timestamp_ms, st.max_event_time, self.closed_before, &self.cfg)
-                .map(|()| inv)
+            check_time(
+                &inv,
+                rec.timestamp_ms,
+                st.max_event_time,
+                self.closed_before,
+                &self.cfg,
+            )
+            .map(|()| inv)
         });
         match verdict {
             Ok(inv) => {
                 let t = inv.event_time;
                 st.max_event_time = Some(st.max_event_time.map_or(t, |m| m.max(t)));
-                let w = self.open.entry(window_start(t)).or_insert_with(|| OpenWindow {
-                    agg: WindowAgg::default(),
-                    dirty: true,
-                });
+                let w = self
+                    .open
+                    .entry(window_start(t))
+                    .or_insert_with(|| OpenWindow {
+                        agg: WindowAgg::default(),
+                        dirty: true,
+                    });
                 w.agg.add(&inv);
                 w.dirty = true;
                 self.counters.accepted += 1;
@@ -220,6 +251,7 @@ impl Engine {
             Err(rej) => {
                 self.counters.rejected[rej.reason.index()] += 1;
                 self.rejected.push(RejectedRecord {
+                    topic: self.topic.clone(),
                     partition: rec.partition,
                     offset: rec.offset,
                     reason: rej.reason,
@@ -250,7 +282,12 @@ impl Engine {
             self.all_idle_since_ms = None;
             return w;
         }
-        let max = self.partitions.values().filter_map(|s| s.max_event_time).max()? - g;
+        let max = self
+            .partitions
+            .values()
+            .filter_map(|s| s.max_event_time)
+            .max()?
+            - g;
         match now_ms {
             Some(now) => {
                 let since = *self.all_idle_since_ms.get_or_insert(now);
@@ -269,7 +306,13 @@ impl Engine {
 
     /// End of a bounded input: every window closes, and so does every bucket that holds one.
     pub fn close_all(&mut self) {
-        let last = self.open.keys().next_back().into_iter().chain(self.closed.keys().next_back()).max();
+        let last = self
+            .open
+            .keys()
+            .next_back()
+            .into_iter()
+            .chain(self.closed.keys().next_back())
+            .max();
         if let Some(&last) = last {
             self.close_before(bucket_start(last) + BUCKET_SECS);
         }
@@ -346,7 +389,11 @@ impl Engine {
         self.ready
             .iter()
             .map(|&b| {
-                let rows = self.closed.range(b..b + BUCKET_SECS).map(|(s, w)| (*s, w)).collect();
+                let rows = self
+                    .closed
+                    .range(b..b + BUCKET_SECS)
+                    .map(|(s, w)| (*s, w))
+                    .collect();
                 (b, rows)
             })
             .collect()
@@ -354,7 +401,11 @@ impl Engine {
 
     pub fn mark_bucket_rendered(&mut self, bucket: i64) {
         if self.ready.remove(&bucket) {
-            let starts: Vec<i64> = self.closed.range(bucket..bucket + BUCKET_SECS).map(|(s, _)| *s).collect();
+            let starts: Vec<i64> = self
+                .closed
+                .range(bucket..bucket + BUCKET_SECS)
+                .map(|(s, _)| *s)
+                .collect();
             for s in starts {
                 self.closed.remove(&s);
             }
@@ -446,12 +497,20 @@ mod tests {
         recs.iter()
             .map(|(p, o, v)| {
                 let before = e.counters().rejected.clone();
-                let r = e.process(SourceRecord { partition: *p, offset: *o, timestamp_ms: None, value: v.as_bytes() });
+                let r = e.process(SourceRecord {
+                    partition: *p,
+                    offset: *o,
+                    timestamp_ms: None,
+                    value: v.as_bytes(),
+                });
                 if r.is_some() {
                     None
                 } else {
                     let after = e.counters().rejected;
-                    Reason::ALL.iter().copied().find(|r| after[r.index()] > before[r.index()])
+                    Reason::ALL
+                        .iter()
+                        .copied()
+                        .find(|r| after[r.index()] > before[r.index()])
                 }
             })
             .collect()
@@ -464,14 +523,20 @@ mod tests {
             &mut e,
             &[
                 rec(0, 0, "2020-09-18 10:05:00"),
-                rec(0, 1, "2020-09-18 10:04:00"),     // exactly M - G: not late
+                rec(0, 1, "2020-09-18 10:04:00"), // exactly M - G: not late
                 rec(0, 2, "2020-09-18 10:03:59.999"), // late
-                rec(1, 0, "2020-09-18 09:00:00"),     // other partition: own history
+                rec(1, 0, "2020-09-18 09:00:00"), // other partition: own history
                 rec(0, 3, "2020-09-18 10:03:59.999"), // still late
             ],
         );
-        assert_eq!(out, [None, None, Some(Reason::Late), None, Some(Reason::Late)]);
-        assert_eq!(e.partitions()[&0].max_event_time, Some(crate::event_time::parse_timestamp("2020-09-18 10:05:00").unwrap()));
+        assert_eq!(
+            out,
+            [None, None, Some(Reason::Late), None, Some(Reason::Late)]
+        );
+        assert_eq!(
+            e.partitions()[&0].max_event_time,
+            Some(crate::event_time::parse_timestamp("2020-09-18 10:05:00").unwrap())
+        );
     }
 
     #[test]
@@ -487,9 +552,19 @@ mod tests {
     fn watermark_waits_for_every_partition_and_closes_windows() {
         let mut e = Engine::new(EngineConfig::default());
         e.assign([0, 1]);
-        feed(&mut e, &[rec(0, 0, "2020-09-18 10:00:30"), rec(0, 1, "2020-09-18 10:10:00")]);
+        feed(
+            &mut e,
+            &[
+                rec(0, 0, "2020-09-18 10:00:30"),
+                rec(0, 1, "2020-09-18 10:10:00"),
+            ],
+        );
         let none = BTreeSet::new();
-        assert_eq!(e.watermark(None, &none), None, "partition 1 is still at -inf");
+        assert_eq!(
+            e.watermark(None, &none),
+            None,
+            "partition 1 is still at -inf"
+        );
         e.advance(None, &none);
         assert_eq!(e.open_windows().count(), 2);
         feed(&mut e, &[rec(1, 0, "2020-09-18 10:02:00")]);
@@ -524,7 +599,13 @@ mod tests {
     #[test]
     fn replayed_offsets_are_skipped() {
         let mut e = Engine::new(EngineConfig::default());
-        feed(&mut e, &[rec(0, 0, "2020-09-18 10:00:30"), rec(0, 1, "2020-09-18 10:00:31")]);
+        feed(
+            &mut e,
+            &[
+                rec(0, 0, "2020-09-18 10:00:30"),
+                rec(0, 1, "2020-09-18 10:00:31"),
+            ],
+        );
         feed(&mut e, &[rec(0, 1, "2020-09-18 10:00:31")]);
         assert_eq!(e.counters().accepted, 2);
         assert_eq!(e.counters().replayed_skipped, 1);
@@ -534,19 +615,40 @@ mod tests {
     fn future_guard_boundary() {
         let mut e = Engine::new(EngineConfig::default());
         let (_, _, v) = rec(0, 0, "2020-09-18 11:00:00");
-        let ts = (crate::event_time::parse_timestamp("2020-09-18 10:00:00").unwrap() / 1_000_000) as i64;
-        let r = |e: &mut Engine, off, ts| e.process(SourceRecord { partition: 0, offset: off, timestamp_ms: ts, value: v.as_bytes() }).is_some();
-        assert!(r(&mut e, 0, Some(ts)), "exactly max_future_skew ahead is accepted");
+        let ts =
+            (crate::event_time::parse_timestamp("2020-09-18 10:00:00").unwrap() / 1_000_000) as i64;
+        let r = |e: &mut Engine, off, ts| {
+            e.process(SourceRecord {
+                partition: 0,
+                offset: off,
+                timestamp_ms: ts,
+                value: v.as_bytes(),
+            })
+            .is_some()
+        };
+        assert!(
+            r(&mut e, 0, Some(ts)),
+            "exactly max_future_skew ahead is accepted"
+        );
         assert!(!r(&mut e, 1, Some(ts - 1)));
         assert_eq!(e.counters().rejected[Reason::FutureTimestamp.index()], 1);
-        assert!(r(&mut e, 2, Some(-1)), "a negative timestamp is not checked");
+        assert!(
+            r(&mut e, 2, Some(-1)),
+            "a negative timestamp is not checked"
+        );
         assert!(r(&mut e, 3, None));
     }
 
     #[test]
     fn close_all_completes_every_bucket_and_deltas_carry_it() {
         let mut e = Engine::new(EngineConfig::default());
-        feed(&mut e, &[rec(0, 0, "2020-09-18 10:00:30"), rec(0, 1, "2020-09-18 10:25:00")]);
+        feed(
+            &mut e,
+            &[
+                rec(0, 0, "2020-09-18 10:00:30"),
+                rec(0, 1, "2020-09-18 10:25:00"),
+            ],
+        );
         let d1 = e.take_delta().unwrap();
         assert_eq!(d1.open_upserts.len(), 2);
         assert!(e.take_delta().is_none(), "nothing changed");

@@ -177,8 +177,14 @@ mod tests {
         assert_eq!(secs("2020-09-18 10:55:23.5"), base + 500_000_000);
         assert_eq!(secs("2020-09-18 10:55:23.000000001Z"), base + 1);
         assert_eq!(secs("1969-12-31 23:59:59"), -NANOS_PER_SEC);
-        assert_eq!(secs("0000-01-01 00:00:00"), MIN_SECS as i128 * NANOS_PER_SEC);
-        assert_eq!(secs("9999-12-31 23:59:59.999999999"), MAX_SECS as i128 * NANOS_PER_SEC + 999_999_999);
+        assert_eq!(
+            secs("0000-01-01 00:00:00"),
+            MIN_SECS as i128 * NANOS_PER_SEC
+        );
+        assert_eq!(
+            secs("9999-12-31 23:59:59.999999999"),
+            MAX_SECS as i128 * NANOS_PER_SEC + 999_999_999
+        );
         assert_eq!(secs("2020-02-29 00:00:00"), 1_582_934_400 * NANOS_PER_SEC);
     }
 

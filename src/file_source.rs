@@ -14,7 +14,11 @@ pub enum FileSourceError {
     #[error("cannot open the input {path}: {source}")]
     Open { path: PathBuf, source: io::Error },
     #[error("reading the input {name} failed at line {line}: {source}")]
-    Read { name: String, line: i64, source: io::Error },
+    Read {
+        name: String,
+        line: i64,
+        source: io::Error,
+    },
 }
 
 pub struct FileSource {
@@ -33,7 +37,10 @@ impl FileSource {
         let reader: Box<dyn Read + Send> = if path.as_os_str() == "-" {
             Box::new(io::stdin())
         } else {
-            Box::new(File::open(path).map_err(|source| FileSourceError::Open { path: path.into(), source })?)
+            Box::new(File::open(path).map_err(|source| FileSourceError::Open {
+                path: path.into(),
+                source,
+            })?)
         };
         Ok(FileSource::from_reader(&path.display().to_string(), reader))
     }
@@ -64,16 +71,27 @@ impl Source for FileSource {
         vec![0]
     }
 
-    fn poll(&mut self, max: usize, sink: &mut dyn FnMut(SourceRecord<'_>)) -> Result<Poll, SourceError> {
+    fn poll(
+        &mut self,
+        max: usize,
+        sink: &mut dyn FnMut(SourceRecord<'_>),
+    ) -> Result<Poll, SourceError> {
         if self.done {
             return Ok(Poll::End);
         }
         let mut n = 0;
         while n < max {
             self.buf.clear();
-            let read = self.reader.read_until(b'\n', &mut self.buf).map_err(|source| {
-                Box::new(FileSourceError::Read { name: self.name.clone(), line: self.line, source })
-            })?;
+            let read = self
+                .reader
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|source| {
+                    Box::new(FileSourceError::Read {
+                        name: self.name.clone(),
+                        line: self.line,
+                        source,
+                    })
+                })?;
             if read == 0 {
                 self.done = true;
                 break;
@@ -83,12 +101,21 @@ impl Source for FileSource {
                 _ => &self.buf[..],
             };
             if self.line >= self.skip_below {
-                sink(SourceRecord { partition: 0, offset: self.line, timestamp_ms: None, value });
+                sink(SourceRecord {
+                    partition: 0,
+                    offset: self.line,
+                    timestamp_ms: None,
+                    value,
+                });
                 n += 1;
             }
             self.line += 1;
         }
-        Ok(if self.done && n == 0 { Poll::End } else { Poll::Records(n) })
+        Ok(if self.done && n == 0 {
+            Poll::End
+        } else {
+            Poll::Records(n)
+        })
     }
 }
 
@@ -98,17 +125,32 @@ mod tests {
 
     fn lines(input: &'static [u8], skip: i64) -> Vec<(i64, Vec<u8>)> {
         let mut s = FileSource::from_reader("t", Box::new(input));
-        let committed = BTreeMap::from([(0, PartitionState { next_offset: Some(skip), max_event_time: None })]);
+        let committed = BTreeMap::from([(
+            0,
+            PartitionState {
+                next_offset: Some(skip),
+                max_event_time: None,
+            },
+        )]);
         s.resume(&committed).unwrap();
         let mut got = Vec::new();
-        while let Poll::Records(_) = s.poll(2, &mut |r| got.push((r.offset, r.value.to_vec()))).unwrap() {}
+        while let Poll::Records(_) = s
+            .poll(2, &mut |r| got.push((r.offset, r.value.to_vec())))
+            .unwrap()
+        {}
         got
     }
 
     #[test]
     fn splits_like_the_spec() {
-        assert_eq!(lines(b"a\n\nb\n", 0), vec![(0, b"a".to_vec()), (1, vec![]), (2, b"b".to_vec())]);
-        assert_eq!(lines(b"a\r\nb", 0), vec![(0, b"a\r".to_vec()), (1, b"b".to_vec())]);
+        assert_eq!(
+            lines(b"a\n\nb\n", 0),
+            vec![(0, b"a".to_vec()), (1, vec![]), (2, b"b".to_vec())]
+        );
+        assert_eq!(
+            lines(b"a\r\nb", 0),
+            vec![(0, b"a\r".to_vec()), (1, b"b".to_vec())]
+        );
         assert_eq!(lines(b"", 0), vec![]);
         assert_eq!(lines(b"\n", 0), vec![(0, vec![])]);
     }

@@ -168,9 +168,10 @@ impl<'de> Visitor<'de> for InvoiceVisitor<'_> {
                         return Err(dup("country"));
                     }
                     let c: Cow<'de, str> = map.next_value()?;
-                    country = Some(trim_cow(c).ok_or_else(|| {
-                        de::Error::custom("is empty after trimming white space")
-                    })?);
+                    country =
+                        Some(trim_cow(c).ok_or_else(|| {
+                            de::Error::custom("is empty after trimming white space")
+                        })?);
                 }
                 "timestamp" => {
                     self.field.set("timestamp");
@@ -397,9 +398,10 @@ impl<'de> Visitor<'de> for ItemSeed<'_> {
                     }
                     let raw: &'de RawValue = map.next_value()?;
                     let text = raw.get();
-                    price = Some(Money::parse_price(text).map_err(|e| {
-                        de::Error::custom(format_args!("{text} {e}"))
-                    })?);
+                    price = Some(
+                        Money::parse_price(text)
+                            .map_err(|e| de::Error::custom(format_args!("{text} {e}")))?,
+                    );
                 }
                 "quantity" => {
                     self.field.set("items[].quantity");
@@ -469,22 +471,57 @@ mod tests {
 
     #[test]
     fn invoice_numbers() {
-        assert_eq!(parse(&with("invoice_no", "\"000123\"")).unwrap().invoice_no, 123);
-        assert_eq!(parse(&GOOD.replace("154132541653705", "\"\\u0031\\u0032\"")).unwrap().invoice_no, 12);
-        assert_eq!(parse(&with("invoice_no", "18446744073709551615")).unwrap().invoice_no, u64::MAX);
+        assert_eq!(
+            parse(&with("invoice_no", "\"000123\"")).unwrap().invoice_no,
+            123
+        );
+        assert_eq!(
+            parse(&GOOD.replace("154132541653705", "\"\\u0031\\u0032\""))
+                .unwrap()
+                .invoice_no,
+            12
+        );
+        assert_eq!(
+            parse(&with("invoice_no", "18446744073709551615"))
+                .unwrap()
+                .invoice_no,
+            u64::MAX
+        );
         assert_eq!(parse(&with("invoice_no", "0")).unwrap().invoice_no, 0);
-        for bad in ["18446744073709551616", "-1", "1.0", "1e3", "\"\"", "\"12a\"", "\"+1\"", "\" 1\"", "null", "[1]"] {
+        for bad in [
+            "18446744073709551616",
+            "-1",
+            "1.0",
+            "1e3",
+            "\"\"",
+            "\"12a\"",
+            "\"+1\"",
+            "\" 1\"",
+            "null",
+            "[1]",
+        ] {
             let r = parse(&GOOD.replace("154132541653705", bad)).unwrap_err();
             assert_eq!(r.reason, Reason::InvalidInvoice, "{bad}: {}", r.message);
             assert!(r.message.contains("invoice_no"), "{}", r.message);
         }
-        assert_eq!(reason(&GOOD.replace("154132541653705", "-0")), Reason::InvalidInvoice);
+        assert_eq!(
+            reason(&GOOD.replace("154132541653705", "-0")),
+            Reason::InvalidInvoice
+        );
     }
 
     #[test]
     fn countries_are_trimmed_and_must_not_be_empty() {
-        assert_eq!(parse(&with("country", "\"  EIRE\\t\"")).unwrap().country, "EIRE");
-        assert_eq!(parse(&with("country", "\"Côte d'Ivoire\"")).unwrap().country, "Côte d'Ivoire");
+        assert_eq!(
+            parse(&with("country", "\"  EIRE\\t\"")).unwrap().country,
+            "EIRE"
+        );
+        assert_eq!(
+            parse(&with("country", "\"Côte d'Ivoire\""))
+                .unwrap()
+                .country,
+            "Côte d'Ivoire"
+        );
         let r = parse(&with("country", "\" \\n \"")).unwrap_err();
         assert_eq!(r.reason, Reason::InvalidInvoice);
         assert!(r.message.contains("country"));
@@ -493,29 +530,68 @@ mod tests {
 
     #[test]
     fn type_is_exact() {
-        assert_eq!(reason(&GOOD.replace("ORDER", "order")), Reason::InvalidInvoice);
-        assert_eq!(reason(&GOOD.replace("ORDER", "ORDER ")), Reason::InvalidInvoice);
+        assert_eq!(
+            reason(&GOOD.replace("ORDER", "order")),
+            Reason::InvalidInvoice
+        );
+        assert_eq!(
+            reason(&GOOD.replace("ORDER", "ORDER ")),
+            Reason::InvalidInvoice
+        );
     }
 
     #[test]
     fn items_rules() {
         let item = |p: &str, q: &str| {
-            GOOD.replace("\"unit_price\": 4.95, \"quantity\": 6", &format!("\"unit_price\": {p}, \"quantity\": {q}"))
+            GOOD.replace(
+                "\"unit_price\": 4.95, \"quantity\": 6",
+                &format!("\"unit_price\": {p}, \"quantity\": {q}"),
+            )
         };
         assert!(parse(&item("1.10000", "6")).is_ok());
         assert!(parse(&item("0", "0")).is_ok());
         assert!(parse(&item("1000000000", "1000000000")).is_ok());
-        for (p, q) in [("0.30000000000000004", "1"), ("-1", "1"), ("1000000000.0001", "1"), ("\"4.95\"", "1"), ("4.95", "3.0"), ("4.95", "-0"), ("4.95", "-1"), ("4.95", "1000000001"), ("4.95", "1e2"), ("4.95", "\"6\"")] {
+        for (p, q) in [
+            ("0.30000000000000004", "1"),
+            ("-1", "1"),
+            ("1000000000.0001", "1"),
+            ("\"4.95\"", "1"),
+            ("4.95", "3.0"),
+            ("4.95", "-0"),
+            ("4.95", "-1"),
+            ("4.95", "1000000001"),
+            ("4.95", "1e2"),
+            ("4.95", "\"6\""),
+        ] {
             let r = parse(&item(p, q)).unwrap_err();
             assert_eq!(r.reason, Reason::InvalidInvoice, "{p} {q}");
             assert!(r.message.contains("items[]"), "{}", r.message);
         }
         assert_eq!(parse(&with("items", "[]")).unwrap().total_cost, Money::ZERO);
         assert_eq!(reason(&with("items", "{}")), Reason::InvalidInvoice);
-        assert_eq!(reason(&with("items", "[[\"1\",\"t\",1,1]]")), Reason::InvalidInvoice);
-        assert_eq!(reason(&with("items", "[{\"SKU\":\"1\",\"title\":\"t\",\"unit_price\":1}]")), Reason::InvalidInvoice);
-        assert_eq!(reason(&with("items", "[{\"SKU\":1,\"title\":\"t\",\"unit_price\":1,\"quantity\":1}]")), Reason::InvalidInvoice);
-        assert!(parse(&with("items", "[{\"SKU\":\"1\",\"title\":\"t\",\"unit_price\":1,\"quantity\":1,\"x\":[{}]}]")).is_ok());
+        assert_eq!(
+            reason(&with("items", "[[\"1\",\"t\",1,1]]")),
+            Reason::InvalidInvoice
+        );
+        assert_eq!(
+            reason(&with(
+                "items",
+                "[{\"SKU\":\"1\",\"title\":\"t\",\"unit_price\":1}]"
+            )),
+            Reason::InvalidInvoice
+        );
+        assert_eq!(
+            reason(&with(
+                "items",
+                "[{\"SKU\":1,\"title\":\"t\",\"unit_price\":1,\"quantity\":1}]"
+            )),
+            Reason::InvalidInvoice
+        );
+        assert!(parse(&with(
+            "items",
+            "[{\"SKU\":\"1\",\"title\":\"t\",\"unit_price\":1,\"quantity\":1,\"x\":[{}]}]"
+        ))
+        .is_ok());
     }
 
     #[test]
@@ -525,16 +601,29 @@ mod tests {
         assert_eq!(reason("{}"), Reason::InvalidInvoice);
         let missing = parse(&GOOD.replace("\"type\": \"ORDER\", ", "")).unwrap_err();
         assert_eq!(missing.reason, Reason::InvalidInvoice);
-        assert!(missing.message.contains("`type` is missing"), "{}", missing.message);
-        let twice = GOOD.replace("\"type\": \"ORDER\"", "\"type\": \"ORDER\", \"type\": \"ORDER\"");
+        assert!(
+            missing.message.contains("`type` is missing"),
+            "{}",
+            missing.message
+        );
+        let twice = GOOD.replace(
+            "\"type\": \"ORDER\"",
+            "\"type\": \"ORDER\", \"type\": \"ORDER\"",
+        );
         let r = parse(&twice).unwrap_err();
         assert_eq!(r.reason, Reason::InvalidInvoice);
         assert!(r.message.contains("twice"), "{}", r.message);
         // A key spelled with an escape is the same key.
-        let esc = GOOD.replace("\"type\": \"ORDER\"", "\"type\": \"ORDER\", \"typ\\u0065\": \"ORDER\"");
+        let esc = GOOD.replace(
+            "\"type\": \"ORDER\"",
+            "\"type\": \"ORDER\", \"typ\\u0065\": \"ORDER\"",
+        );
         assert_eq!(reason(&esc), Reason::InvalidInvoice);
         // Unknown fields are ignored whatever they hold.
-        let extra = GOOD.replace("{\"invoice_no\"", "{\"extra\": {\"a\": [1, null, 2.5e300]}, \"invoice_no\"");
+        let extra = GOOD.replace(
+            "{\"invoice_no\"",
+            "{\"extra\": {\"a\": [1, null, 2.5e300]}, \"invoice_no\"",
+        );
         assert!(parse(&extra).is_ok());
     }
 
@@ -549,22 +638,50 @@ mod tests {
         assert_eq!(reason(&GOOD[..GOOD.len() - 1]), Reason::InvalidJson);
         // The first field is wrong, but the record is not JSON at all: invalid_json.
         assert_eq!(reason("{\"country\": 5, \"x\": }"), Reason::InvalidJson);
-        assert_eq!(reason(&GOOD.replace("United Kingdom", "\\ud800")), Reason::InvalidJson);
+        assert_eq!(
+            reason(&GOOD.replace("United Kingdom", "\\ud800")),
+            Reason::InvalidJson
+        );
         assert!(parse(&format!(" \n{GOOD}\t ")).is_ok());
     }
 
     #[test]
     fn limits_come_first_and_items_last() {
-        let limits = Limits { max_record_bytes: 100, max_items: 1 };
+        let limits = Limits {
+            max_record_bytes: 100,
+            max_items: 1,
+        };
         let r = parse_invoice(GOOD.as_bytes(), &limits).unwrap_err();
         assert_eq!(r.reason, Reason::TooLarge);
-        let limits = Limits { max_record_bytes: 1 << 20, max_items: 1 };
-        assert_eq!(parse_invoice(GOOD.as_bytes(), &limits).unwrap_err().reason, Reason::TooLarge);
+        let limits = Limits {
+            max_record_bytes: 1 << 20,
+            max_items: 1,
+        };
+        assert_eq!(
+            parse_invoice(GOOD.as_bytes(), &limits).unwrap_err().reason,
+            Reason::TooLarge
+        );
         // Invoice fields are checked before the number of items.
         let bad = GOOD.replace("ORDER", "order");
-        assert_eq!(parse_invoice(bad.as_bytes(), &limits).unwrap_err().reason, Reason::InvalidInvoice);
-        assert_eq!(parse_invoice(b"{\"a\":\"\xff\"}", &limits).unwrap_err().reason, Reason::InvalidUtf8);
-        let limits = Limits { max_record_bytes: 5, max_items: 1 };
-        assert_eq!(parse_invoice(b"\xff\xff\xff\xff\xff\xff", &limits).unwrap_err().reason, Reason::TooLarge);
+        assert_eq!(
+            parse_invoice(bad.as_bytes(), &limits).unwrap_err().reason,
+            Reason::InvalidInvoice
+        );
+        assert_eq!(
+            parse_invoice(b"{\"a\":\"\xff\"}", &limits)
+                .unwrap_err()
+                .reason,
+            Reason::InvalidUtf8
+        );
+        let limits = Limits {
+            max_record_bytes: 5,
+            max_items: 1,
+        };
+        assert_eq!(
+            parse_invoice(b"\xff\xff\xff\xff\xff\xff", &limits)
+                .unwrap_err()
+                .reason,
+            Reason::TooLarge
+        );
     }
 }

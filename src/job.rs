@@ -75,15 +75,22 @@ pub struct RunSummary {
 }
 
 /// Runs the job until the source ends or `stop` is set. Returns after a final checkpoint.
-pub fn run(cfg: &JobConfig, source: &mut dyn Source, stop: Arc<AtomicBool>) -> Result<RunSummary, JobError> {
+pub fn run(
+    cfg: &JobConfig,
+    source: &mut dyn Source,
+    stop: Arc<AtomicBool>,
+) -> Result<RunSummary, JobError> {
     let store = Store::open(&cfg.state)?;
     let restored = store.load()?;
     let mut engine = Engine::restore(cfg.engine, restored);
     let sink = FileSink::new(&cfg.out)?;
     let mut summary = RunSummary::default();
     // A crash may have left committed files unwritten: write them before anything else.
-    render_due(&mut engine, &sink, source.name(), &mut summary)?;
-    source.resume(engine.partitions()).map_err(JobError::Source)?;
+    render_due(&mut engine, &sink, &mut summary)?;
+    engine.set_topic(source.name());
+    source
+        .resume(engine.partitions())
+        .map_err(JobError::Source)?;
     engine.assign(source.partitions());
     let start_counters = engine.counters().clone();
     let stdout = std::io::stdout();
@@ -107,7 +114,9 @@ pub fn run(cfg: &JobConfig, source: &mut dyn Source, stop: Arc<AtomicBool>) -> R
             return Err(JobError::Stdout(e));
         }
         let ended = polled == Poll::End;
-        let now_ms = source.is_live().then(|| chrono::Utc::now().timestamp_millis());
+        let now_ms = source
+            .is_live()
+            .then(|| chrono::Utc::now().timestamp_millis());
         let idle = source.idle();
         engine.advance(now_ms, &idle);
         if ended {
@@ -152,12 +161,16 @@ fn checkpoint(
     summary.checkpoints += 1;
     crate::failpoint!("checkpoint.after_commit_before_render");
     source.committed(engine.partitions());
-    render_due(engine, sink, source.name(), summary)
+    render_due(engine, sink, summary)
 }
 
 /// Writes every file the committed state says is due, and tells the engine, so that the
 /// next checkpoint records it.
-fn render_due(engine: &mut Engine, sink: &FileSink, topic: &str, summary: &mut RunSummary) -> Result<(), JobError> {
+fn render_due(
+    engine: &mut Engine,
+    sink: &FileSink,
+    summary: &mut RunSummary,
+) -> Result<(), JobError> {
     let mut done = Vec::new();
     for (bucket, windows) in engine.ready_buckets() {
         let name = crate::event_time::bucket_name(bucket);
@@ -178,7 +191,7 @@ fn render_due(engine: &mut Engine, sink: &FileSink, topic: &str, summary: &mut R
     }
     let mut done = Vec::new();
     for (seq, records) in engine.pending_rejected() {
-        let bytes = render_rejected(topic, records);
+        let bytes = render_rejected(records);
         sink.write(&format!("rejected/ckpt-{seq:012}.jsonl"), &bytes)?;
         crate::failpoint!("render.between_files");
         done.push(*seq);
@@ -202,9 +215,13 @@ fn print_invoice(out: &mut impl Write, inv: &Invoice<'_>) -> std::io::Result<()>
         is_order: u8,
         is_return: u8,
     }
-    fn as_json_number<S: serde::Serializer>(m: &crate::money::Money, s: S) -> Result<S::Ok, S::Error> {
+    fn as_json_number<S: serde::Serializer>(
+        m: &crate::money::Money,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         // Exact decimal text, as a JSON number.
-        let raw = serde_json::value::RawValue::from_string(m.to_string()).map_err(serde::ser::Error::custom)?;
+        let raw = serde_json::value::RawValue::from_string(m.to_string())
+            .map_err(serde::ser::Error::custom)?;
         serde::Serialize::serialize(&raw, s)
     }
     serde_json::to_writer(

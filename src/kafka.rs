@@ -31,11 +31,19 @@ pub enum KafkaSourceError {
     #[error("Kafka client setup failed: {0}; check the -X properties")]
     Config(KafkaError),
     #[error("cannot read the metadata of topic `{topic}` from {brokers}: {source}; check that the brokers run and the topic exists")]
-    Metadata { topic: String, brokers: String, source: KafkaError },
+    Metadata {
+        topic: String,
+        brokers: String,
+        source: KafkaError,
+    },
     #[error("topic `{topic}` does not exist on {brokers}; create it (retail-kpi produce creates it) or fix --topic")]
     NoTopic { topic: String, brokers: String },
     #[error("cannot find the end offsets of topic `{topic}` for --until end: {source}; the brokers did not answer within {timeout:?}")]
-    EndOffsets { topic: String, source: KafkaError, timeout: Duration },
+    EndOffsets {
+        topic: String,
+        source: KafkaError,
+        timeout: Duration,
+    },
     #[error("Kafka consumer error: {0}")]
     Consume(KafkaError),
     #[error("Kafka producer error: {0}")]
@@ -92,10 +100,13 @@ impl KafkaConfig {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", match self.start {
-                StartAt::Earliest => "earliest",
-                StartAt::Latest => "latest",
-            })
+            .set(
+                "auto.offset.reset",
+                match self.start {
+                    StartAt::Earliest => "earliest",
+                    StartAt::Latest => "latest",
+                },
+            )
             // Larger fetches: the job is throughput-bound on backfills.
             .set("fetch.max.bytes", "52428800")
             .set("max.partition.fetch.bytes", "4194304")
@@ -132,7 +143,10 @@ impl OutageContext {
 
 impl ClientContext for OutageContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        let all_down = matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown));
+        let all_down = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown)
+        );
         if all_down {
             self.failed(reason);
         } else {
@@ -196,19 +210,31 @@ impl KafkaSource {
     }
 
     fn topic_partitions(&self, timeout: Duration) -> Result<Vec<u32>, KafkaSourceError> {
-        let md = self.consumer.fetch_metadata(Some(&self.cfg.topic), timeout).map_err(|source| {
-            KafkaSourceError::Metadata { topic: self.cfg.topic.clone(), brokers: self.cfg.brokers.clone(), source }
-        })?;
+        let md = self
+            .consumer
+            .fetch_metadata(Some(&self.cfg.topic), timeout)
+            .map_err(|source| KafkaSourceError::Metadata {
+                topic: self.cfg.topic.clone(),
+                brokers: self.cfg.brokers.clone(),
+                source,
+            })?;
         let t = md.topics().iter().find(|t| t.name() == self.cfg.topic);
         match t {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
                 Ok(t.partitions().iter().map(|p| p.id() as u32).collect())
             }
-            _ => Err(KafkaSourceError::NoTopic { topic: self.cfg.topic.clone(), brokers: self.cfg.brokers.clone() }),
+            _ => Err(KafkaSourceError::NoTopic {
+                topic: self.cfg.topic.clone(),
+                brokers: self.cfg.brokers.clone(),
+            }),
         }
     }
 
-    fn assign_new(&mut self, partitions: &[u32], committed: &BTreeMap<u32, PartitionState>) -> Result<(), KafkaSourceError> {
+    fn assign_new(
+        &mut self,
+        partitions: &[u32],
+        committed: &BTreeMap<u32, PartitionState>,
+    ) -> Result<(), KafkaSourceError> {
         let mut tpl = TopicPartitionList::new();
         for &p in partitions {
             if self.parts.contains_key(&p) {
@@ -220,13 +246,21 @@ impl KafkaSource {
                 (None, StartAt::Earliest) => Offset::Beginning,
                 (None, StartAt::Latest) => Offset::End,
             };
-            tpl.add_partition_offset(&self.cfg.topic, p as i32, offset).map_err(KafkaSourceError::Consume)?;
-            let mut track = PartitionTrack { next, ..PartitionTrack::default() };
+            tpl.add_partition_offset(&self.cfg.topic, p as i32, offset)
+                .map_err(KafkaSourceError::Consume)?;
+            let mut track = PartitionTrack {
+                next,
+                ..PartitionTrack::default()
+            };
             if self.cfg.until_end {
                 let (low, high) = self
                     .consumer
                     .fetch_watermarks(&self.cfg.topic, p as i32, REQUEST_TIMEOUT * 6)
-                    .map_err(|source| KafkaSourceError::EndOffsets { topic: self.cfg.topic.clone(), source, timeout: REQUEST_TIMEOUT * 6 })?;
+                    .map_err(|source| KafkaSourceError::EndOffsets {
+                        topic: self.cfg.topic.clone(),
+                        source,
+                        timeout: REQUEST_TIMEOUT * 6,
+                    })?;
                 track.end = Some(high);
                 track.done = high <= low || next.is_some_and(|n| n >= high);
             }
@@ -234,7 +268,9 @@ impl KafkaSource {
             tracing::info!(partition = p, offset = ?offset, "assigned");
         }
         if tpl.count() > 0 {
-            self.consumer.incremental_assign(&tpl).map_err(KafkaSourceError::Consume)?;
+            self.consumer
+                .incremental_assign(&tpl)
+                .map_err(KafkaSourceError::Consume)?;
         }
         Ok(())
     }
@@ -251,7 +287,10 @@ impl KafkaSource {
             .map(|(p, _)| *p)
             .collect();
         for p in candidates {
-            match self.consumer.fetch_watermarks(&self.cfg.topic, p as i32, REQUEST_TIMEOUT) {
+            match self
+                .consumer
+                .fetch_watermarks(&self.cfg.topic, p as i32, REQUEST_TIMEOUT)
+            {
                 Ok((low, high)) => {
                     self.consumer.context().recovered();
                     let t = self.parts.get_mut(&p).expect("candidate is assigned");
@@ -288,19 +327,27 @@ impl Source for KafkaSource {
         self.parts.keys().copied().collect()
     }
 
-    fn poll(&mut self, max: usize, sink: &mut dyn FnMut(SourceRecord<'_>)) -> Result<Poll, SourceError> {
+    fn poll(
+        &mut self,
+        max: usize,
+        sink: &mut dyn FnMut(SourceRecord<'_>),
+    ) -> Result<Poll, SourceError> {
         if self.cfg.until_end && self.parts.values().all(|t| t.done) {
             return Ok(Poll::End);
         }
         let mut n = 0;
         let mut wait = self.cfg.poll_wait;
         while n < max {
-            let Some(res) = self.consumer.poll(wait) else { break };
+            let Some(res) = self.consumer.poll(wait) else {
+                break;
+            };
             wait = Duration::ZERO;
             match res {
                 Ok(m) => {
                     let p = m.partition() as u32;
-                    let Some(t) = self.parts.get_mut(&p) else { continue };
+                    let Some(t) = self.parts.get_mut(&p) else {
+                        continue;
+                    };
                     if t.done || t.end.is_some_and(|e| m.offset() >= e) {
                         // Past the end a bounded run found at start: leave it for the next run.
                         t.done = true;
@@ -424,21 +471,44 @@ pub fn ensure_topic(cfg: &ProduceConfig) -> Result<(), KafkaSourceError> {
         cc.set(k, v);
     }
     let admin: AdminClient<_> = cc.create().map_err(KafkaSourceError::Config)?;
-    let topic = NewTopic::new(&cfg.topic, cfg.partitions as i32, TopicReplication::Fixed(cfg.replication as i32))
-        .set("retention.ms", "-1")
-        .set("min.insync.replicas", if cfg.replication >= 3 { "2" } else { "1" });
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| KafkaSourceError::CreateTopic {
-        topic: cfg.topic.clone(),
-        reason: e.to_string(),
-    })?;
+    let topic = NewTopic::new(
+        &cfg.topic,
+        cfg.partitions as i32,
+        TopicReplication::Fixed(cfg.replication as i32),
+    )
+    .set("retention.ms", "-1")
+    .set(
+        "min.insync.replicas",
+        if cfg.replication >= 3 { "2" } else { "1" },
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| KafkaSourceError::CreateTopic {
+            topic: cfg.topic.clone(),
+            reason: e.to_string(),
+        })?;
     let res = rt
-        .block_on(admin.create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))))
-        .map_err(|e| KafkaSourceError::CreateTopic { topic: cfg.topic.clone(), reason: e.to_string() })?;
+        .block_on(admin.create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
+        .map_err(|e| KafkaSourceError::CreateTopic {
+            topic: cfg.topic.clone(),
+            reason: e.to_string(),
+        })?;
     for r in res {
         match r {
-            Ok(_) => tracing::info!(topic = %cfg.topic, partitions = cfg.partitions, "topic created"),
+            Ok(_) => {
+                tracing::info!(topic = %cfg.topic, partitions = cfg.partitions, "topic created")
+            }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => return Err(KafkaSourceError::CreateTopic { topic: t, reason: code.to_string() }),
+            Err((t, code)) => {
+                return Err(KafkaSourceError::CreateTopic {
+                    topic: t,
+                    reason: code.to_string(),
+                })
+            }
         }
     }
     Ok(())
@@ -464,7 +534,9 @@ pub fn produce(
     for (k, v) in &cfg.properties {
         cc.set(k, v);
     }
-    let producer: BaseProducer<OutageContext> = cc.create_with_context(OutageContext::default()).map_err(KafkaSourceError::Config)?;
+    let producer: BaseProducer<OutageContext> = cc
+        .create_with_context(OutageContext::default())
+        .map_err(KafkaSourceError::Config)?;
     let partitions = ensure_partitions(&producer, &cfg.topic)?;
     let started = Instant::now();
     let mut sent = 0u64;
@@ -480,7 +552,9 @@ pub fn produce(
                 std::thread::sleep(due - el);
             }
         }
-        let mut r: BaseRecord<'_, (), [u8]> = BaseRecord::to(&cfg.topic).payload(rec.value.as_slice()).partition((i as u64 % partitions as u64) as i32);
+        let mut r: BaseRecord<'_, (), [u8]> = BaseRecord::to(&cfg.topic)
+            .payload(rec.value.as_slice())
+            .partition((i as u64 % partitions as u64) as i32);
         if let Some(ts) = rec.timestamp_ms {
             r = r.timestamp(ts);
         }
@@ -504,27 +578,49 @@ pub fn produce(
         match producer.flush(Duration::from_secs(10)) {
             Ok(()) => break,
             Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {
-                tracing::info!(in_flight = producer.in_flight_count(), "waiting for the brokers to take the rest");
+                tracing::info!(
+                    in_flight = producer.in_flight_count(),
+                    "waiting for the brokers to take the rest"
+                );
             }
             Err(e) => return Err(KafkaSourceError::Produce(e)),
         }
     }
     let lost = producer.context().undelivered.load(Ordering::Relaxed);
     if lost > 0 {
-        return Err(KafkaSourceError::Produce(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)))
-            .map_err(|e| { tracing::error!("{lost} of {sent} records were not delivered"); e });
+        return Err(KafkaSourceError::Produce(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageTimedOut,
+        )))
+        .map_err(|e| {
+            tracing::error!("{lost} of {sent} records were not delivered");
+            e
+        });
     }
     Ok(sent)
 }
 
-fn ensure_partitions<C: ProducerContext>(p: &BaseProducer<C>, topic: &str) -> Result<u32, KafkaSourceError> {
+fn ensure_partitions<C: ProducerContext>(
+    p: &BaseProducer<C>,
+    topic: &str,
+) -> Result<u32, KafkaSourceError> {
     let md = p
         .client()
         .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .map_err(|source| KafkaSourceError::Metadata { topic: topic.into(), brokers: String::new(), source })?;
-    let n = md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
+        .map_err(|source| KafkaSourceError::Metadata {
+            topic: topic.into(),
+            brokers: String::new(),
+            source,
+        })?;
+    let n = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len());
     if n == 0 {
-        return Err(KafkaSourceError::NoTopic { topic: topic.into(), brokers: String::new() });
+        return Err(KafkaSourceError::NoTopic {
+            topic: topic.into(),
+            brokers: String::new(),
+        });
     }
     Ok(n as u32)
 }

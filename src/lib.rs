@@ -8,8 +8,8 @@
 pub mod engine;
 pub mod event_time;
 pub mod failpoint;
-pub mod generate;
 pub mod file_source;
+pub mod generate;
 pub mod invoice;
 pub mod job;
 pub mod kafka;

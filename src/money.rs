@@ -15,7 +15,17 @@ pub const SCALE: i128 = 10_000;
 
 /// An exact amount of money, in ten-thousandths.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 pub struct Money(pub i128);
 
@@ -120,14 +130,22 @@ impl Money {
         for &d in &digits[..keep] {
             value = value * 10 + d as i128;
             if value > MAX_UNIT_PRICE {
-                return Err(if negative { PriceError::Negative } else { PriceError::TooLarge });
+                return Err(if negative {
+                    PriceError::Negative
+                } else {
+                    PriceError::TooLarge
+                });
             }
         }
         if shift > 0 {
             for _ in 0..shift {
                 value *= 10;
                 if value > MAX_UNIT_PRICE {
-                    return Err(if negative { PriceError::Negative } else { PriceError::TooLarge });
+                    return Err(if negative {
+                        PriceError::Negative
+                    } else {
+                        PriceError::TooLarge
+                    });
                 }
             }
         }

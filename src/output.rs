@@ -91,7 +91,7 @@ pub fn escape_raw(raw: &[u8]) -> String {
 }
 
 /// One JSON line of the rejected sink.
-pub fn render_rejected(topic: &str, records: &[RejectedRecord]) -> Vec<u8> {
+pub fn render_rejected(records: &[RejectedRecord]) -> Vec<u8> {
     #[derive(serde::Serialize)]
     struct Line<'a> {
         topic: &'a str,
@@ -105,7 +105,7 @@ pub fn render_rejected(topic: &str, records: &[RejectedRecord]) -> Vec<u8> {
     let mut out = Vec::new();
     for r in records {
         let line = Line {
-            topic,
+            topic: &r.topic,
             partition: r.partition,
             offset: r.offset,
             reason: r.reason.code(),
@@ -126,7 +126,13 @@ mod tests {
     use crate::record::Reason;
 
     fn agg(opm: u64, returns: u64, volume: i128, items: u128) -> Agg {
-        Agg { opm, orders: opm - returns, returns, total_items: items, volume: Money(volume) }
+        Agg {
+            opm,
+            orders: opm - returns,
+            returns,
+            total_items: items,
+            volume: Money(volume),
+        }
     }
 
     #[test]
@@ -145,7 +151,8 @@ mod tests {
     #[test]
     fn country_rows_sorted_and_escaped() {
         let mut w = WindowAgg::default();
-        w.countries.insert("b\"\u{1}é".into(), agg(1, 1, -25_000, 2));
+        w.countries
+            .insert("b\"\u{1}é".into(), agg(1, 1, -25_000, 2));
         w.countries.insert("EIRE".into(), agg(2, 0, 1_000_000, 3));
         let got = String::from_utf8(render_bucket(Family::Country, &[(0, &w)])).unwrap();
         let lines: Vec<&str> = got.lines().collect();
@@ -158,8 +165,15 @@ mod tests {
     #[test]
     fn raw_bytes_are_escaped_not_lost() {
         assert_eq!(escape_raw(b"ok \xff\xfe \xc3\xa9"), "ok \\xFF\\xFE é");
-        let r = RejectedRecord { partition: 0, offset: 7, reason: Reason::InvalidUtf8, message: "m".into(), raw: b"{\"a\":\"\xff\"}".to_vec() };
-        let line = String::from_utf8(render_rejected("t", &[r])).unwrap();
+        let r = RejectedRecord {
+            topic: "t".into(),
+            partition: 0,
+            offset: 7,
+            reason: Reason::InvalidUtf8,
+            message: "m".into(),
+            raw: b"{\"a\":\"\xff\"}".to_vec(),
+        };
+        let line = String::from_utf8(render_rejected(&[r])).unwrap();
         assert_eq!(line, "{\"topic\":\"t\",\"partition\":0,\"offset\":7,\"reason\":\"invalid_utf8\",\"message\":\"m\",\"raw\":\"{\\\"a\\\":\\\"\\\\xFF\\\"}\",\"raw_bytes\":9}\n");
     }
 }

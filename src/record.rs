@@ -81,6 +81,8 @@ impl Rejection {
 /// A refused record as the checkpoint stores it and the rejected sink writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectedRecord {
+    /// The source's name (Kafka topic, or the input file) when the record was read.
+    pub topic: String,
     pub partition: u32,
     pub offset: i64,
     pub reason: Reason,

@@ -29,7 +29,10 @@ pub struct FileSink {
 
 impl FileSink {
     pub fn new(root: &Path) -> Result<FileSink, SinkError> {
-        fs::create_dir_all(root).map_err(|source| SinkError::Io { path: root.into(), source })?;
+        fs::create_dir_all(root).map_err(|source| SinkError::Io {
+            path: root.into(),
+            source,
+        })?;
         Ok(FileSink { root: root.into() })
     }
 
@@ -40,14 +43,19 @@ impl FileSink {
     /// Writes `rel` (a path below the root made by this crate) with `bytes`, atomically.
     pub fn write(&self, rel: &str, bytes: &[u8]) -> Result<Written, SinkError> {
         let path = self.root.join(rel);
-        let io_err = |source| SinkError::Io { path: path.clone(), source };
+        let io_err = |source| SinkError::Io {
+            path: path.clone(),
+            source,
+        };
         match fs::read(&path) {
             Ok(existing) if existing == bytes => return Ok(Written::AlreadyThere),
             Ok(_) => return Err(SinkError::Conflict { path }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(e)),
         }
-        let dir = path.parent().expect("a relative path below the root has a parent");
+        let dir = path
+            .parent()
+            .expect("a relative path below the root has a parent");
         fs::create_dir_all(dir).map_err(io_err)?;
         let tmp = dir.join(format!(
             ".{}.tmp",
@@ -68,12 +76,21 @@ impl FileSink {
 #[cfg(unix)]
 fn open_0644(p: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(p)
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(p)
 }
 
 #[cfg(not(unix))]
 fn open_0644(p: &Path) -> io::Result<File> {
-    OpenOptions::new().write(true).create(true).truncate(true).open(p)
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(p)
 }
 
 #[cfg(test)]
@@ -85,15 +102,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = FileSink::new(dir.path()).unwrap();
         assert_eq!(s.write("time_kpi/a.json", b"x\n").unwrap(), Written::New);
-        assert_eq!(s.write("time_kpi/a.json", b"x\n").unwrap(), Written::AlreadyThere);
-        assert!(matches!(s.write("time_kpi/a.json", b"y\n"), Err(SinkError::Conflict { .. })));
-        assert_eq!(fs::read(dir.path().join("time_kpi/a.json")).unwrap(), b"x\n");
+        assert_eq!(
+            s.write("time_kpi/a.json", b"x\n").unwrap(),
+            Written::AlreadyThere
+        );
+        assert!(matches!(
+            s.write("time_kpi/a.json", b"y\n"),
+            Err(SinkError::Conflict { .. })
+        ));
+        assert_eq!(
+            fs::read(dir.path().join("time_kpi/a.json")).unwrap(),
+            b"x\n"
+        );
         let leftovers: Vec<_> = fs::read_dir(dir.path().join("time_kpi")).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file is left");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join("time_kpi/a.json")).unwrap().permissions().mode();
+            let mode = fs::metadata(dir.path().join("time_kpi/a.json"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777 & !0o022, 0o644 & !0o022);
         }
     }

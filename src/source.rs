@@ -29,7 +29,11 @@ pub trait Source {
     fn partitions(&self) -> Vec<u32>;
 
     /// Hands up to `max` records to `sink`, in offset order within each partition.
-    fn poll(&mut self, max: usize, sink: &mut dyn FnMut(SourceRecord<'_>)) -> Result<Poll, SourceError>;
+    fn poll(
+        &mut self,
+        max: usize,
+        sink: &mut dyn FnMut(SourceRecord<'_>),
+    ) -> Result<Poll, SourceError>;
 
     /// Partitions that count as idle now (SPEC §4).
     fn idle(&mut self) -> BTreeSet<u32> {

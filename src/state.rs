@@ -28,7 +28,17 @@ pub const CF_OPEN: &str = "open_windows";
 pub const CF_CLOSED: &str = "closed_windows";
 pub const CF_READY: &str = "ready_buckets";
 pub const CF_REJECTED: &str = "rejected";
-pub const COLUMN_FAMILIES: [&str; 6] = [CF_META, CF_PARTITIONS, CF_OPEN, CF_CLOSED, CF_READY, CF_REJECTED];
+pub const COLUMN_FAMILIES: [&str; 6] = [
+    CF_META,
+    CF_PARTITIONS,
+    CF_OPEN,
+    CF_CLOSED,
+    CF_READY,
+    CF_REJECTED,
+];
+
+/// The single-writer lock file inside the state folder.
+pub const LOCK_FILE: &str = "retail-kpi.lock";
 
 const KEY_SCHEMA: &[u8] = b"schema_version";
 const KEY_SEQ: &[u8] = b"checkpoint_seq";
@@ -45,19 +55,35 @@ pub enum StateError {
     #[error("the state folder {path} is in use by another retail-kpi process (its RocksDB lock is held); stop that job or point --state at another folder")]
     Locked { path: PathBuf },
     #[error("cannot open the state store at {path}: {source}; check the path, its permissions and free space")]
-    Open { path: PathBuf, source: rocksdb::Error },
+    Open {
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
     #[error("the state store at {path} has schema version {found}, newer than this build's {supported}; run the newer retail-kpi that wrote it")]
-    TooNew { path: PathBuf, found: u32, supported: u32 },
+    TooNew {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("the state store at {path} is not a retail-kpi store: {why}; point --state at an empty folder or at the job's own state")]
     Foreign { path: PathBuf, why: String },
     #[error("the state store at {path} is corrupt: {why}; restore it from a backup (it is never reset silently)")]
     Corrupt { path: PathBuf, why: String },
     #[error("writing the checkpoint to {path} failed: {source}; the previous checkpoint is intact (check free space and permissions, then restart)")]
-    Write { path: PathBuf, source: rocksdb::Error },
+    Write {
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
     #[error("reading the state store at {path} failed: {source}")]
-    Read { path: PathBuf, source: rocksdb::Error },
+    Read {
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
     #[error("cannot prepare the state folder {path}: {source}")]
-    Folder { path: PathBuf, source: std::io::Error },
+    Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Encodes an `i64` so that byte order is numeric order.
@@ -94,6 +120,8 @@ fn decode_value<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
 /// What `state inspect` shows, and what a restart needs: the committed state.
 pub struct Store {
     db: DB,
+    /// Held for the life of the store; see `open`.
+    _lock: std::fs::File,
     path: PathBuf,
     sync: WriteOptions,
 }
@@ -101,12 +129,31 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store, taking its lock. Fails at once if another process has it.
     pub fn open(path: &Path) -> Result<Store, StateError> {
-        let fresh = !path.join("CURRENT").exists();
-        if fresh {
-            std::fs::create_dir_all(path)
-                .map_err(|source| StateError::Folder { path: path.into(), source })?;
-            set_private(path).map_err(|source| StateError::Folder { path: path.into(), source })?;
+        let folder_err = |source| StateError::Folder {
+            path: path.into(),
+            source,
+        };
+        if !path.exists() {
+            std::fs::create_dir_all(path).map_err(folder_err)?;
+            set_private(path).map_err(folder_err)?;
         }
+        // Our own lock, taken before RocksDB is touched, so that a second job fails at once
+        // even while the first is still creating the store; the kernel drops it when the
+        // holder dies, so a killed job never blocks its restart.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.join(LOCK_FILE))
+            .map_err(folder_err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StateError::Locked { path: path.into() })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(folder_err(e)),
+        }
+        let fresh = !path.join("CURRENT").exists();
         let mut opts = Options::default();
         opts.create_if_missing(fresh);
         opts.create_missing_column_families(fresh);
@@ -125,11 +172,18 @@ impl Store {
                 }
             }
         }
-        let cfs = COLUMN_FAMILIES.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let cfs = COLUMN_FAMILIES
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| open_error(path, e))?;
         let mut sync = WriteOptions::default();
         sync.set_sync(true);
-        let store = Store { db, path: path.into(), sync };
+        let store = Store {
+            db,
+            path: path.into(),
+            sync,
+            _lock: lock,
+        };
         match store.schema_version()? {
             None if fresh => {
                 let mut b = WriteBatch::default();
@@ -137,10 +191,17 @@ impl Store {
                 store.write(b)?;
             }
             None => {
-                return Err(StateError::Foreign { path: path.into(), why: "it records no schema version".into() })
+                return Err(StateError::Foreign {
+                    path: path.into(),
+                    why: "it records no schema version".into(),
+                })
             }
             Some(v) if v > SCHEMA_VERSION => {
-                return Err(StateError::TooNew { path: path.into(), found: v, supported: SCHEMA_VERSION })
+                return Err(StateError::TooNew {
+                    path: path.into(),
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                })
             }
             Some(_) => {}
         }
@@ -152,29 +213,47 @@ impl Store {
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("column families are created on open")
+        self.db
+            .cf_handle(name)
+            .expect("column families are created on open")
     }
 
     fn corrupt(&self, why: impl Into<String>) -> StateError {
-        StateError::Corrupt { path: self.path.clone(), why: why.into() }
+        StateError::Corrupt {
+            path: self.path.clone(),
+            why: why.into(),
+        }
     }
 
     fn read_err(&self, source: rocksdb::Error) -> StateError {
-        StateError::Read { path: self.path.clone(), source }
+        StateError::Read {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     pub fn schema_version(&self) -> Result<Option<u32>, StateError> {
-        let Some(v) = self.db.get_cf(self.cf(CF_META), KEY_SCHEMA).map_err(|e| self.read_err(e))? else {
+        let Some(v) = self
+            .db
+            .get_cf(self.cf(CF_META), KEY_SCHEMA)
+            .map_err(|e| self.read_err(e))?
+        else {
             return Ok(None);
         };
-        let a: [u8; 4] = v.as_slice().try_into().map_err(|_| self.corrupt("schema version is not 4 bytes"))?;
+        let a: [u8; 4] = v
+            .as_slice()
+            .try_into()
+            .map_err(|_| self.corrupt("schema version is not 4 bytes"))?;
         Ok(Some(u32::from_be_bytes(a)))
     }
 
     fn write(&self, b: WriteBatch) -> Result<(), StateError> {
         self.db
             .write_opt(b, &self.sync)
-            .map_err(|source| StateError::Write { path: self.path.clone(), source })
+            .map_err(|source| StateError::Write {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     /// Commits one checkpoint: a single synced batch.
@@ -220,7 +299,10 @@ impl Store {
 
     fn scan<T: DeserializeOwned>(&self, cf: &str) -> Result<Vec<(Box<[u8]>, T)>, StateError> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start)
+        {
             let (k, v) = item.map_err(|e| self.read_err(e))?;
             let v = decode_value(&v).map_err(|why| self.corrupt(format!("{cf}: {why}")))?;
             out.push((k, v));
@@ -229,14 +311,20 @@ impl Store {
     }
 
     fn meta_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        self.db.get_cf(self.cf(CF_META), key).map_err(|e| self.read_err(e))
+        self.db
+            .get_cf(self.cf(CF_META), key)
+            .map_err(|e| self.read_err(e))
     }
 
     /// Reads back the last committed checkpoint.
     pub fn load(&self) -> Result<Restored, StateError> {
         let seq = match self.meta_bytes(KEY_SEQ)? {
             None => 0,
-            Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| self.corrupt("bad checkpoint seq"))?),
+            Some(v) => u64::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| self.corrupt("bad checkpoint seq"))?,
+            ),
         };
         let closed_before = match self.meta_bytes(KEY_CLOSED_BEFORE)? {
             None => i64::MIN,
@@ -249,7 +337,11 @@ impl Store {
         let key_i64 = |k: &[u8]| decode_i64(k).ok_or_else(|| self.corrupt("bad window key"));
         let mut partitions = Vec::new();
         for (k, v) in self.scan::<PartitionState>(CF_PARTITIONS)? {
-            let p = u32::from_be_bytes(k.as_ref().try_into().map_err(|_| self.corrupt("bad partition key"))?);
+            let p = u32::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| self.corrupt("bad partition key"))?,
+            );
             partitions.push((p, v));
         }
         let mut open = Vec::new();
@@ -261,7 +353,10 @@ impl Store {
             closed.push((key_i64(&k)?, v));
         }
         let mut ready_buckets = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_READY), rocksdb::IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_READY), rocksdb::IteratorMode::Start)
+        {
             let (k, _) = item.map_err(|e| self.read_err(e))?;
             ready_buckets.push(key_i64(&k)?);
         }
@@ -276,7 +371,16 @@ impl Store {
                 _ => pending_rejected.push((s, vec![v])),
             }
         }
-        Ok(Restored { seq, partitions, open, closed, ready_buckets, pending_rejected, closed_before, counters })
+        Ok(Restored {
+            seq,
+            partitions,
+            open,
+            closed,
+            ready_buckets,
+            pending_rejected,
+            closed_before,
+            counters,
+        })
     }
 }
 
@@ -285,9 +389,15 @@ fn open_error(path: &Path, e: rocksdb::Error) -> StateError {
     if msg.contains("lock") || msg.contains("LOCK") {
         StateError::Locked { path: path.into() }
     } else if msg.contains("Corruption") {
-        StateError::Corrupt { path: path.into(), why: msg }
+        StateError::Corrupt {
+            path: path.into(),
+            why: msg,
+        }
     } else {
-        StateError::Open { path: path.into(), source: e }
+        StateError::Open {
+            path: path.into(),
+            source: e,
+        }
     }
 }
 
@@ -310,7 +420,17 @@ mod tests {
 
     #[test]
     fn i64_keys_sort_numerically() {
-        let vals = [i64::MIN, -62_167_219_200, -600, -1, 0, 1, 60, 1_600_426_500, i64::MAX];
+        let vals = [
+            i64::MIN,
+            -62_167_219_200,
+            -600,
+            -1,
+            0,
+            1,
+            60,
+            1_600_426_500,
+            i64::MAX,
+        ];
         for w in vals.windows(2) {
             assert!(encode_i64(w[0]) < encode_i64(w[1]), "{} < {}", w[0], w[1]);
         }
@@ -323,19 +443,44 @@ mod tests {
     #[test]
     fn a_checkpoint_round_trips_and_rendered_rows_go() {
         let dir = tempfile::tempdir().unwrap();
-        let w = StoredWindow { world: Agg { opm: 2, orders: 1, returns: 1, total_items: 5, volume: crate::money::Money(-7) }, countries: vec![("UK".into(), Agg::default())] };
-        let rej = RejectedRecord { partition: 3, offset: 9, reason: Reason::Late, message: "m".into(), raw: b"\xff".to_vec() };
+        let w = StoredWindow {
+            world: Agg {
+                opm: 2,
+                orders: 1,
+                returns: 1,
+                total_items: 5,
+                volume: crate::money::Money(-7),
+            },
+            countries: vec![("UK".into(), Agg::default())],
+        };
+        let rej = RejectedRecord {
+            topic: "t".into(),
+            partition: 3,
+            offset: 9,
+            reason: Reason::Late,
+            message: "m".into(),
+            raw: b"\xff".to_vec(),
+        };
         {
             let s = Store::open(dir.path()).unwrap();
             let d = Delta {
                 seq: 1,
-                partitions: vec![(3, PartitionState { next_offset: Some(10), max_event_time: Some(-5) })],
+                partitions: vec![(
+                    3,
+                    PartitionState {
+                        next_offset: Some(10),
+                        max_event_time: Some(-5),
+                    },
+                )],
                 open_upserts: vec![(-60, w.clone())],
                 closed_inserts: vec![(60, w.clone()), (660, w.clone())],
                 ready_buckets: vec![0],
                 rejected: vec![rej.clone()],
                 closed_before: 120,
-                counters: Counters { read: 4, ..Counters::default() },
+                counters: Counters {
+                    read: 4,
+                    ..Counters::default()
+                },
                 ..Delta::default()
             };
             s.commit(&d).unwrap();
@@ -348,14 +493,25 @@ mod tests {
             assert_eq!(r.pending_rejected, vec![(1, vec![rej.clone()])]);
             assert_eq!(r.closed_before, 120);
             assert_eq!(r.counters.read, 4);
-            let d2 = Delta { seq: 2, rendered_buckets: vec![0], rendered_rejected: vec![1], open_deletes: vec![-60], closed_before: 120, ..Delta::default() };
+            let d2 = Delta {
+                seq: 2,
+                rendered_buckets: vec![0],
+                rendered_rejected: vec![1],
+                open_deletes: vec![-60],
+                closed_before: 120,
+                ..Delta::default()
+            };
             s.commit(&d2).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         let r = s.load().unwrap();
         assert_eq!(r.seq, 2);
         assert!(r.open.is_empty());
-        assert_eq!(r.closed, vec![(660, w)], "only the rendered bucket's rows are gone");
+        assert_eq!(
+            r.closed,
+            vec![(660, w)],
+            "only the rendered bucket's rows are gone"
+        );
         assert!(r.ready_buckets.is_empty());
         assert!(r.pending_rejected.is_empty());
     }
@@ -376,12 +532,20 @@ mod tests {
         {
             let s = Store::open(dir.path()).unwrap();
             let mut b = WriteBatch::default();
-            b.put_cf(s.cf(CF_META), KEY_SCHEMA, (SCHEMA_VERSION + 1).to_be_bytes());
+            b.put_cf(
+                s.cf(CF_META),
+                KEY_SCHEMA,
+                (SCHEMA_VERSION + 1).to_be_bytes(),
+            );
             s.write(b).unwrap();
         }
         let e = Store::open(dir.path()).err().expect("must refuse");
         let msg = e.to_string();
         assert!(matches!(e, StateError::TooNew { .. }), "{msg}");
-        assert!(msg.contains(&format!("version {}", SCHEMA_VERSION + 1)) && msg.contains(&format!("build's {SCHEMA_VERSION}")), "{msg}");
+        assert!(
+            msg.contains(&format!("version {}", SCHEMA_VERSION + 1))
+                && msg.contains(&format!("build's {SCHEMA_VERSION}")),
+            "{msg}"
+        );
     }
 }

@@ -40,14 +40,21 @@ impl Source for Scripted {
         let all = &self.all;
         self.queue.retain(|&i| {
             let r = &all[i];
-            committed.get(&r.partition).and_then(|s| s.next_offset).is_none_or(|n| r.offset >= n)
+            committed
+                .get(&r.partition)
+                .and_then(|s| s.next_offset)
+                .is_none_or(|n| r.offset >= n)
         });
         Ok(())
     }
     fn partitions(&self) -> Vec<u32> {
         self.partitions.clone()
     }
-    fn poll(&mut self, max: usize, sink: &mut dyn FnMut(SourceRecord<'_>)) -> Result<Poll, SourceError> {
+    fn poll(
+        &mut self,
+        max: usize,
+        sink: &mut dyn FnMut(SourceRecord<'_>),
+    ) -> Result<Poll, SourceError> {
         if self.pos == self.queue.len() {
             return Ok(Poll::End);
         }
@@ -57,7 +64,12 @@ impl Source for Scripted {
                 panic!("simulated crash");
             }
             let r = &self.all[self.queue[self.pos]];
-            sink(SourceRecord { partition: r.partition, offset: r.offset, timestamp_ms: r.timestamp_ms, value: &r.value });
+            sink(SourceRecord {
+                partition: r.partition,
+                offset: r.offset,
+                timestamp_ms: r.timestamp_ms,
+                value: &r.value,
+            });
             self.pos += 1;
             self.handed += 1;
             n += 1;
@@ -69,7 +81,9 @@ impl Source for Scripted {
 fn invoice(country: &str, ts: &str, kind: &str, items: &[(String, u64)], no: u64) -> Vec<u8> {
     let items: Vec<String> = items
         .iter()
-        .map(|(p, q)| format!(r#"{{"SKU":"S1","title":"T \"x\"","unit_price":{p},"quantity":{q}}}"#))
+        .map(|(p, q)| {
+            format!(r#"{{"SKU":"S1","title":"T \"x\"","unit_price":{p},"quantity":{q}}}"#)
+        })
         .collect();
     format!(
         r#"{{"invoice_no":{no},"country":{},"timestamp":"{ts}","type":"{kind}","items":[{}]}}"#,
@@ -79,12 +93,27 @@ fn invoice(country: &str, ts: &str, kind: &str, items: &[(String, u64)], no: u64
     .into_bytes()
 }
 
-/// One record: mostly valid invoices around a moving clock, some late, some malformed.
-fn record_value() -> impl Strategy<Value = (i64, Vec<u8>)> {
-    let price = (0u64..200_000, 0u32..5).prop_map(|(units, scale)| {
+/// One record of a partition: an invoice `step` seconds after the previous one (and `back`
+/// seconds behind the partition's clock: 400 makes it late), or a malformed record.
+#[derive(Debug, Clone)]
+enum Gen {
+    Invoice {
+        step: i64,
+        back: i64,
+        nanos: u32,
+        country: &'static str,
+        kind: &'static str,
+        items: Vec<(String, u64)>,
+        no: u32,
+    },
+    Bad(Vec<u8>),
+}
+
+fn record_value() -> impl Strategy<Value = Gen> {
+    let price = (0u64..200_000, 0u32..4).prop_map(|(units, style)| {
         // Prices with 0 to 4 decimals, sometimes with trailing zeros.
         let s = format!("{}.{:04}", units / 10_000, units % 10_000);
-        match scale {
+        match style {
             0 => s,
             1 => s.trim_end_matches('0').trim_end_matches('.').to_string(),
             2 => format!("{s}0"),
@@ -92,7 +121,13 @@ fn record_value() -> impl Strategy<Value = (i64, Vec<u8>)> {
         }
     });
     let items = prop::collection::vec((price, 0u64..50), 0..4);
-    let country = prop::sample::select(vec!["United Kingdom", "EIRE", "France", " Germany ", "Ünïcode \"q\""]);
+    let country = prop::sample::select(vec![
+        "United Kingdom",
+        "EIRE",
+        "France",
+        " Germany ",
+        "Ünïcode \"q\"",
+    ]);
     let kind = prop::sample::select(vec!["ORDER", "ORDER", "ORDER", "RETURN"]);
     let bad = prop::sample::select(vec![
         b"".to_vec(),
@@ -101,47 +136,88 @@ fn record_value() -> impl Strategy<Value = (i64, Vec<u8>)> {
         b"{\"invoice_no\":\"\xff\"}".to_vec(),
         br#"{"invoice_no":1,"country":"UK","timestamp":"2020-09-18 10:00:60","type":"ORDER","items":[]}"#.to_vec(),
     ]);
-    (0i64..40, 0u32..1_000_000_000, country, kind, items, 0u8..20, bad, any::<u32>()).prop_map(
-        |(minute_step, nanos, country, kind, items, roll, bad, no)| {
-            if roll == 0 {
-                return (0, bad);
-            }
-            // Event time advances with `minute_step` (seconds of drift); roll 1 makes it late.
-            let back = if roll == 1 { -400 } else { -(minute_step % 30) };
-            let ts = |base: i64| {
-                let t = chrono::DateTime::from_timestamp(base + back, nanos).unwrap();
-                t.format("%Y-%m-%d %H:%M:%S%.f").to_string()
-            };
-            (minute_step, invoice(country, &ts(0), kind, &items, no as u64).into_iter().chain(ts(0).into_bytes().into_iter().take(0)).collect())
-        },
+    (
+        0i64..40,
+        0u32..1_000_000_000,
+        country,
+        kind,
+        items,
+        0u8..20,
+        bad,
+        any::<u32>(),
+        0i64..30,
     )
+        .prop_map(
+            |(step, nanos, country, kind, items, roll, bad, no, jitter)| match roll {
+                0 => Gen::Bad(bad),
+                1 => Gen::Invoice {
+                    step,
+                    back: 400,
+                    nanos,
+                    country,
+                    kind,
+                    items,
+                    no,
+                },
+                _ => Gen::Invoice {
+                    step,
+                    back: jitter,
+                    nanos,
+                    country,
+                    kind,
+                    items,
+                    no,
+                },
+            },
+        )
 }
 
-fn build_partition(p: u32, base: i64, steps: Vec<(i64, Vec<u8>)>) -> Vec<RefRecord> {
+fn build_partition(p: u32, base: i64, gens: Vec<Gen>) -> Vec<RefRecord> {
     let mut clock = base;
-    steps
-        .into_iter()
+    gens.into_iter()
         .enumerate()
-        .map(|(i, (step, v))| {
-            clock += step;
-            // The generated timestamp is relative to 0; rebase it on this partition's clock.
-            let text = String::from_utf8_lossy(&v).into_owned();
-            let value = match text.find("\"timestamp\":\"1970-01-01 ") {
-                Some(_) => {
-                    let parsed: serde_json::Value = serde_json::from_slice(&v).unwrap();
-                    let ts = parsed["timestamp"].as_str().unwrap();
-                    let t = chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%d %H:%M:%S%.f").unwrap().and_utc();
-                    let shifted = t + chrono::Duration::seconds(clock);
-                    text.replace(ts, &shifted.format("%Y-%m-%d %H:%M:%S%.f").to_string()).into_bytes()
+        .map(|(i, g)| {
+            let value = match g {
+                Gen::Bad(v) => v,
+                Gen::Invoice {
+                    step,
+                    back,
+                    nanos,
+                    country,
+                    kind,
+                    items,
+                    no,
+                } => {
+                    clock += step;
+                    let t = chrono::DateTime::from_timestamp(clock - back, nanos).unwrap();
+                    invoice(
+                        country,
+                        &t.format("%Y-%m-%d %H:%M:%S%.f").to_string(),
+                        kind,
+                        &items,
+                        no as u64,
+                    )
                 }
-                None => v,
             };
-            RefRecord { partition: p, offset: i as i64 * 2 + 5, timestamp_ms: None, value }
+            // Offsets with gaps, as compacted or transactional Kafka topics have.
+            RefRecord {
+                partition: p,
+                offset: i as i64 * 2 + 5,
+                timestamp_ms: None,
+                value,
+            }
         })
         .collect()
 }
 
-fn run_to_end(records: &[RefRecord], order: &[usize], partitions: &[u32], dir: &Path, crashes: &[usize], batch: usize) {
+fn run_to_end(
+    records: &[RefRecord],
+    order: &[usize],
+    partitions: &[u32],
+    dir: &Path,
+    crashes: &[usize],
+    batch: usize,
+) {
     let mut cfg = JobConfig::new(dir.join("out"), dir.join("state"));
     cfg.checkpoint_interval = Duration::ZERO;
     cfg.batch = batch;
@@ -154,7 +230,9 @@ fn run_to_end(records: &[RefRecord], order: &[usize], partitions: &[u32], dir: &
             crash_after: (crash != usize::MAX).then_some(crash),
             partitions: partitions.to_vec(),
         };
-        let res = std::panic::catch_unwind(AssertUnwindSafe(|| job::run(&cfg, &mut src, Arc::new(AtomicBool::new(false)))));
+        let res = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            job::run(&cfg, &mut src, Arc::new(AtomicBool::new(false)))
+        }));
         match res {
             Ok(r) => {
                 r.expect("job run");
@@ -210,6 +288,8 @@ proptest! {
         let expected = reference(&records, &RefConfig::default());
         let a = harness::kpi_files(&plain.path().join("out"));
         let b = harness::kpi_files(&crashed.path().join("out"));
+        let valid = records.iter().filter(|r| r.value.starts_with(b"{\"invoice_no\":") && r.value.len() > 60).count();
+        prop_assert!(valid == 0 || !a.is_empty(), "valid invoices but no files");
         prop_assert!(a == expected.files, "uninterrupted run vs reference:\n{}", harness::diff(&a, &expected.files));
         prop_assert!(a == b, "uninterrupted vs crashed/interleaved:\n{}", harness::diff(&a, &b));
         prop_assert_eq!(harness::rejected(&plain.path().join("out")), expected.rejected.clone());

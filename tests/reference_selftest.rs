@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 fn inv(country: &str, ts: &str, typ: &str, items: &[(&str, &str)]) -> String {
     let items: Vec<String> = items
         .iter()
-        .map(|(p, q)| format!(r#"{{"SKU":"21485","title":"RETROSPOT","unit_price":{p},"quantity":{q}}}"#))
+        .map(|(p, q)| {
+            format!(r#"{{"SKU":"21485","title":"RETROSPOT","unit_price":{p},"quantity":{q}}}"#)
+        })
         .collect();
     format!(
         r#"{{"invoice_no":154132541653705,"country":{},"timestamp":"{ts}","type":"{typ}","items":[{}]}}"#,
@@ -22,35 +24,73 @@ fn inv(country: &str, ts: &str, typ: &str, items: &[(&str, &str)]) -> String {
 }
 
 fn rec(partition: u32, offset: i64, ts: Option<i64>, value: &str) -> RefRecord {
-    RefRecord { partition, offset, timestamp_ms: ts, value: value.as_bytes().to_vec() }
+    RefRecord {
+        partition,
+        offset,
+        timestamp_ms: ts,
+        value: value.as_bytes().to_vec(),
+    }
 }
 
 /// Runs the given invoice lines as partition 0, offsets 0.., no record timestamps.
 fn run(lines: &[String]) -> RefOutput {
-    let recs: Vec<RefRecord> = lines.iter().enumerate().map(|(i, l)| rec(0, i as i64, None, l)).collect();
+    let recs: Vec<RefRecord> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| rec(0, i as i64, None, l))
+        .collect();
     reference(&recs, &RefConfig::default())
 }
 
 /// Runs each invoice line as its own partition (offset 0), so no line can be late.
 fn run_spread(lines: &[String]) -> RefOutput {
-    let recs: Vec<RefRecord> = lines.iter().enumerate().map(|(i, l)| rec(i as u32, 0, None, l)).collect();
+    let recs: Vec<RefRecord> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| rec(i as u32, 0, None, l))
+        .collect();
     reference(&recs, &RefConfig::default())
 }
 
 fn file(out: &RefOutput, path: &str) -> String {
-    String::from_utf8(out.files.get(path).unwrap_or_else(|| panic!("no file {path}: {:?}", out.files.keys())).clone())
-        .unwrap()
+    String::from_utf8(
+        out.files
+            .get(path)
+            .unwrap_or_else(|| panic!("no file {path}: {:?}", out.files.keys()))
+            .clone(),
+    )
+    .unwrap()
 }
 
 #[allow(clippy::too_many_arguments)]
-fn tline(start: &str, end: &str, opm: u64, vol: &str, avg: &str, rate: &str, o: u64, r: u64, items: u64) -> String {
+fn tline(
+    start: &str,
+    end: &str,
+    opm: u64,
+    vol: &str,
+    avg: &str,
+    rate: &str,
+    o: u64,
+    r: u64,
+    items: u64,
+) -> String {
     format!(
         "{{\"window\":{{\"start\":\"{start}\",\"end\":\"{end}\"}},\"OPM\":{opm},\"total_sale_volume\":{vol},\"average_transaction_size\":{avg},\"rate_of_return\":{rate},\"orders\":{o},\"returns\":{r},\"total_items\":{items}}}\n"
     )
 }
 
 #[allow(clippy::too_many_arguments)]
-fn cline(start: &str, end: &str, country_json: &str, opm: u64, vol: &str, rate: &str, o: u64, r: u64, items: u64) -> String {
+fn cline(
+    start: &str,
+    end: &str,
+    country_json: &str,
+    opm: u64,
+    vol: &str,
+    rate: &str,
+    o: u64,
+    r: u64,
+    items: u64,
+) -> String {
     format!(
         "{{\"window\":{{\"start\":\"{start}\",\"end\":\"{end}\"}},\"country\":{country_json},\"OPM\":{opm},\"total_sale_volume\":{vol},\"rate_of_return\":{rate},\"orders\":{o},\"returns\":{r},\"total_items\":{items}}}\n"
     )
@@ -58,10 +98,19 @@ fn cline(start: &str, end: &str, country_json: &str, opm: u64, vol: &str, rate: 
 
 /// Reason for one record (partition 0, offset 0), None when accepted.
 fn reason_cfg(value: &[u8], ts: Option<i64>, cfg: &RefConfig) -> Option<String> {
-    let r = RefRecord { partition: 0, offset: 0, timestamp_ms: ts, value: value.to_vec() };
+    let r = RefRecord {
+        partition: 0,
+        offset: 0,
+        timestamp_ms: ts,
+        value: value.to_vec(),
+    };
     let out = reference(&[r], cfg);
     let reason = out.rejected.get(&(0, 0)).cloned();
-    assert_eq!(reason.is_none(), !out.files.is_empty(), "accepted <=> output");
+    assert_eq!(
+        reason.is_none(),
+        !out.files.is_empty(),
+        "accepted <=> output"
+    );
     reason
 }
 
@@ -72,7 +121,12 @@ fn reason(value: &str) -> Option<String> {
 const GOOD_TS: &str = "2020-09-18 10:55:23";
 
 fn good() -> String {
-    inv("United Kingdom", GOOD_TS, "ORDER", &[("4.95", "6"), ("0.42", "2")])
+    inv(
+        "United Kingdom",
+        GOOD_TS,
+        "ORDER",
+        &[("4.95", "6"), ("0.42", "2")],
+    )
 }
 
 /// A valid invoice with `field` replaced by raw JSON text `raw` (or removed when None).
@@ -82,7 +136,10 @@ fn with_field(field: &str, raw: Option<&str>) -> String {
         ("country".into(), "\"United Kingdom\"".into()),
         ("timestamp".into(), format!("\"{GOOD_TS}\"")),
         ("type".into(), "\"ORDER\"".into()),
-        ("items".into(), r#"[{"SKU":"21485","title":"T","unit_price":4.95,"quantity":6}]"#.into()),
+        (
+            "items".into(),
+            r#"[{"SKU":"21485","title":"T","unit_price":4.95,"quantity":6}]"#.into(),
+        ),
     ];
     parts.retain(|(k, _)| k != field);
     if let Some(r) = raw {
@@ -117,10 +174,25 @@ fn spec_example_line_is_reproduced() {
     // rate 1/12 = 0.08333.. -> 0.0833.
     let mut lines = Vec::new();
     for s in 0..10 {
-        lines.push(inv("United Kingdom", &format!("2020-09-18 10:55:{s:02}"), "ORDER", &[("30.00", "1")]));
+        lines.push(inv(
+            "United Kingdom",
+            &format!("2020-09-18 10:55:{s:02}"),
+            "ORDER",
+            &[("30.00", "1")],
+        ));
     }
-    lines.push(inv("United Kingdom", "2020-09-18 10:55:40", "ORDER", &[("50.67", "1"), ("0", "75")]));
-    lines.push(inv("United Kingdom", "2020-09-18 10:55:59.999", "RETURN", &[("5", "1")]));
+    lines.push(inv(
+        "United Kingdom",
+        "2020-09-18 10:55:40",
+        "ORDER",
+        &[("50.67", "1"), ("0", "75")],
+    ));
+    lines.push(inv(
+        "United Kingdom",
+        "2020-09-18 10:55:59.999",
+        "RETURN",
+        &[("5", "1")],
+    ));
     let out = run(&lines);
     assert!(out.rejected.is_empty());
     assert_eq!(out.files.len(), 2);
@@ -140,11 +212,31 @@ fn spec_section1_example_invoice() {
     let out = run(&[good()]);
     assert_eq!(
         file(&out, "time_kpi/2020-09-18T10-50.json"),
-        tline("2020-09-18T10:55:00Z", "2020-09-18T10:56:00Z", 1, "30.54", "30.54", "0", 1, 0, 8)
+        tline(
+            "2020-09-18T10:55:00Z",
+            "2020-09-18T10:56:00Z",
+            1,
+            "30.54",
+            "30.54",
+            "0",
+            1,
+            0,
+            8
+        )
     );
     assert_eq!(
         file(&out, "country_kpi/2020-09-18T10-50.json"),
-        cline("2020-09-18T10:55:00Z", "2020-09-18T10:56:00Z", "\"United Kingdom\"", 1, "30.54", "0", 1, 0, 8)
+        cline(
+            "2020-09-18T10:55:00Z",
+            "2020-09-18T10:56:00Z",
+            "\"United Kingdom\"",
+            1,
+            "30.54",
+            "0",
+            1,
+            0,
+            8
+        )
     );
 }
 
@@ -182,24 +274,94 @@ fn window_boundaries_and_buckets() {
     );
     assert_eq!(
         file(&out, "time_kpi/2020-09-18T10-40.json"),
-        tline("2020-09-18T10:49:00Z", "2020-09-18T10:50:00Z", 1, "3", "3", "0", 1, 0, 1)
+        tline(
+            "2020-09-18T10:49:00Z",
+            "2020-09-18T10:50:00Z",
+            1,
+            "3",
+            "3",
+            "0",
+            1,
+            0,
+            1
+        )
     );
     // sorted by window start; 10:55 holds 1 + 7
     let expected = [
-        tline("2020-09-18T10:50:00Z", "2020-09-18T10:51:00Z", 1, "4", "4", "0", 1, 0, 1),
-        tline("2020-09-18T10:55:00Z", "2020-09-18T10:56:00Z", 2, "8", "4", "0", 2, 0, 2),
-        tline("2020-09-18T10:56:00Z", "2020-09-18T10:57:00Z", 1, "2", "2", "0", 1, 0, 1),
-        tline("2020-09-18T10:59:00Z", "2020-09-18T11:00:00Z", 1, "5", "5", "0", 1, 0, 1),
+        tline(
+            "2020-09-18T10:50:00Z",
+            "2020-09-18T10:51:00Z",
+            1,
+            "4",
+            "4",
+            "0",
+            1,
+            0,
+            1,
+        ),
+        tline(
+            "2020-09-18T10:55:00Z",
+            "2020-09-18T10:56:00Z",
+            2,
+            "8",
+            "4",
+            "0",
+            2,
+            0,
+            2,
+        ),
+        tline(
+            "2020-09-18T10:56:00Z",
+            "2020-09-18T10:57:00Z",
+            1,
+            "2",
+            "2",
+            "0",
+            1,
+            0,
+            1,
+        ),
+        tline(
+            "2020-09-18T10:59:00Z",
+            "2020-09-18T11:00:00Z",
+            1,
+            "5",
+            "5",
+            "0",
+            1,
+            0,
+            1,
+        ),
     ]
     .concat();
     assert_eq!(file(&out, "time_kpi/2020-09-18T10-50.json"), expected);
     assert_eq!(
         file(&out, "time_kpi/2020-09-18T11-00.json"),
-        tline("2020-09-18T11:00:00Z", "2020-09-18T11:01:00Z", 1, "6", "6", "0", 1, 0, 1)
+        tline(
+            "2020-09-18T11:00:00Z",
+            "2020-09-18T11:01:00Z",
+            1,
+            "6",
+            "6",
+            "0",
+            1,
+            0,
+            1
+        )
     );
     assert_eq!(
         file(&out, "time_kpi/2020-09-19T00-30.json"),
-        tline("2020-09-19T00:30:00Z", "2020-09-19T00:31:00Z", 1, "8", "8", "0", 1, 0, 1)
+        tline(
+            "2020-09-19T00:30:00Z",
+            "2020-09-19T00:31:00Z",
+            1,
+            "8",
+            "8",
+            "0",
+            1,
+            0,
+            1
+        )
     );
 }
 
@@ -218,27 +380,87 @@ fn windows_before_1970_and_at_the_year_limits() {
     assert_eq!(
         file(&out, "time_kpi/1969-12-31T23-50.json"),
         [
-            tline("1969-12-31T23:50:00Z", "1969-12-31T23:51:00Z", 1, "2", "2", "0", 1, 0, 1),
-            tline("1969-12-31T23:59:00Z", "1970-01-01T00:00:00Z", 1, "1", "1", "0", 1, 0, 1),
+            tline(
+                "1969-12-31T23:50:00Z",
+                "1969-12-31T23:51:00Z",
+                1,
+                "2",
+                "2",
+                "0",
+                1,
+                0,
+                1
+            ),
+            tline(
+                "1969-12-31T23:59:00Z",
+                "1970-01-01T00:00:00Z",
+                1,
+                "1",
+                "1",
+                "0",
+                1,
+                0,
+                1
+            ),
         ]
         .concat()
     );
     assert_eq!(
         file(&out, "time_kpi/1969-12-31T23-40.json"),
-        tline("1969-12-31T23:49:00Z", "1969-12-31T23:50:00Z", 1, "3", "3", "0", 1, 0, 1)
+        tline(
+            "1969-12-31T23:49:00Z",
+            "1969-12-31T23:50:00Z",
+            1,
+            "3",
+            "3",
+            "0",
+            1,
+            0,
+            1
+        )
     );
     assert_eq!(
         file(&out, "time_kpi/0000-01-01T00-00.json"),
-        tline("0000-01-01T00:00:00Z", "0000-01-01T00:01:00Z", 1, "4", "4", "0", 1, 0, 1)
+        tline(
+            "0000-01-01T00:00:00Z",
+            "0000-01-01T00:01:00Z",
+            1,
+            "4",
+            "4",
+            "0",
+            1,
+            0,
+            1
+        )
     );
     assert_eq!(
         file(&out, "time_kpi/0000-02-29T12-00.json"),
-        tline("0000-02-29T12:09:00Z", "0000-02-29T12:10:00Z", 1, "5", "5", "0", 1, 0, 1)
+        tline(
+            "0000-02-29T12:09:00Z",
+            "0000-02-29T12:10:00Z",
+            1,
+            "5",
+            "5",
+            "0",
+            1,
+            0,
+            1
+        )
     );
     // Reference's choice (SPEC silent): the end of the last window prints a 5-digit year.
     assert_eq!(
         file(&out, "time_kpi/9999-12-31T23-50.json"),
-        tline("9999-12-31T23:59:00Z", "10000-01-01T00:00:00Z", 1, "6", "6", "0", 1, 0, 1)
+        tline(
+            "9999-12-31T23:59:00Z",
+            "10000-01-01T00:00:00Z",
+            1,
+            "6",
+            "6",
+            "0",
+            1,
+            0,
+            1
+        )
     );
     assert_eq!(out.files.len(), 10);
 }
@@ -258,12 +480,27 @@ fn helpers_windows_and_names() {
     assert_eq!(bucket_name(-1), "1969-12-31T23-50");
     assert_eq!(bucket_name(-10), "1969-12-31T23-50");
     assert_eq!(bucket_name(-11), "1969-12-31T23-40");
-    assert_eq!(parse_timestamp_ns("1969-12-31T23:59:59.5Z"), Some(-500_000_000));
-    assert_eq!(parse_timestamp_ns("1970-01-01T00:00:00+01:00"), Some(-3_600_000_000_000));
-    assert_eq!(parse_timestamp_ns("1970-01-01T00:00:00-00:30"), Some(1_800_000_000_000));
+    assert_eq!(
+        parse_timestamp_ns("1969-12-31T23:59:59.5Z"),
+        Some(-500_000_000)
+    );
+    assert_eq!(
+        parse_timestamp_ns("1970-01-01T00:00:00+01:00"),
+        Some(-3_600_000_000_000)
+    );
+    assert_eq!(
+        parse_timestamp_ns("1970-01-01T00:00:00-00:30"),
+        Some(1_800_000_000_000)
+    );
     assert_eq!(parse_timestamp_ns("1970-01-01 00:00:00.000000001"), Some(1));
-    assert_eq!(parse_timestamp_ns("1970-01-01 00:00:00.1"), Some(100_000_000));
-    assert_eq!(parse_timestamp_ns("0000-01-01T00:00:00Z"), Some(-62_167_219_200 * 1_000_000_000));
+    assert_eq!(
+        parse_timestamp_ns("1970-01-01 00:00:00.1"),
+        Some(100_000_000)
+    );
+    assert_eq!(
+        parse_timestamp_ns("0000-01-01T00:00:00Z"),
+        Some(-62_167_219_200 * 1_000_000_000)
+    );
     assert_eq!(
         parse_timestamp_ns("9999-12-31T23:59:59.999999999z"),
         Some(253_402_300_799 * 1_000_000_000 + 999_999_999)
@@ -295,16 +532,27 @@ fn half_to_even_and_money_helpers() {
     assert_eq!(format_units4(1), "0.0001");
     assert_eq!(format_units4(-1), "-0.0001");
     assert_eq!(format_units4(-297_000), "-29.7");
-    assert_eq!(format_units4(10_000_000_000_000_000_000_000), "1000000000000000000");
+    assert_eq!(
+        format_units4(10_000_000_000_000_000_000_000),
+        "1000000000000000000"
+    );
     assert_eq!(format_units4(288_058), "28.8058");
 }
 
 #[test]
 fn rates_and_averages_round_once_half_to_even() {
     let t = "2020-09-18 10:55:00";
-    let window = |n_orders: usize, n_returns: usize, first_items: &[(&str, &str)], first_type: &str| -> String {
+    let window = |n_orders: usize,
+                  n_returns: usize,
+                  first_items: &[(&str, &str)],
+                  first_type: &str|
+     -> String {
         let mut lines = vec![inv("A", t, first_type, first_items)];
-        let (o, r) = if first_type == "ORDER" { (n_orders - 1, n_returns) } else { (n_orders, n_returns - 1) };
+        let (o, r) = if first_type == "ORDER" {
+            (n_orders - 1, n_returns)
+        } else {
+            (n_orders, n_returns - 1)
+        };
         for _ in 0..o {
             lines.push(inv("A", t, "ORDER", &[]));
         }
@@ -318,28 +566,64 @@ fn rates_and_averages_round_once_half_to_even() {
     let s = "2020-09-18T10:55:00Z";
     let e = "2020-09-18T10:56:00Z";
     // rate 1/32 = 0.03125 -> 0.0312; avg 1/32 -> 0.0312
-    assert_eq!(window(31, 1, &[("1", "1")], "ORDER"), tline(s, e, 32, "1", "0.0312", "0.0312", 31, 1, 1));
+    assert_eq!(
+        window(31, 1, &[("1", "1")], "ORDER"),
+        tline(s, e, 32, "1", "0.0312", "0.0312", 31, 1, 1)
+    );
     // rate 3/32 = 0.09375 -> 0.0938; avg 3/32 -> 0.0938
-    assert_eq!(window(29, 3, &[("3", "1")], "ORDER"), tline(s, e, 32, "3", "0.0938", "0.0938", 29, 3, 1));
+    assert_eq!(
+        window(29, 3, &[("3", "1")], "ORDER"),
+        tline(s, e, 32, "3", "0.0938", "0.0938", 29, 3, 1)
+    );
     // 3/8 = 0.375 exactly
-    assert_eq!(window(5, 3, &[("3", "1")], "ORDER"), tline(s, e, 8, "3", "0.375", "0.375", 5, 3, 1));
+    assert_eq!(
+        window(5, 3, &[("3", "1")], "ORDER"),
+        tline(s, e, 8, "3", "0.375", "0.375", 5, 3, 1)
+    );
     // 1/3 and 2/3
-    assert_eq!(window(2, 1, &[("1", "1")], "ORDER"), tline(s, e, 3, "1", "0.3333", "0.3333", 2, 1, 1));
-    assert_eq!(window(1, 2, &[("2", "1")], "ORDER"), tline(s, e, 3, "2", "0.6667", "0.6667", 1, 2, 1));
+    assert_eq!(
+        window(2, 1, &[("1", "1")], "ORDER"),
+        tline(s, e, 3, "1", "0.3333", "0.3333", 2, 1, 1)
+    );
+    assert_eq!(
+        window(1, 2, &[("2", "1")], "ORDER"),
+        tline(s, e, 3, "2", "0.6667", "0.6667", 1, 2, 1)
+    );
     // returns only: volume −0.0001 over 2 -> avg −0.00005 -> 0 (never "-0"); rate 1
-    assert_eq!(window(0, 2, &[("0.0001", "1")], "RETURN"), tline(s, e, 2, "-0.0001", "0", "1", 0, 2, 1));
+    assert_eq!(
+        window(0, 2, &[("0.0001", "1")], "RETURN"),
+        tline(s, e, 2, "-0.0001", "0", "1", 0, 2, 1)
+    );
     // −0.0003 / 2 = −0.00015 -> −0.0002 (half to even)
-    assert_eq!(window(0, 2, &[("0.0003", "1")], "RETURN"), tline(s, e, 2, "-0.0003", "-0.0002", "1", 0, 2, 1));
+    assert_eq!(
+        window(0, 2, &[("0.0003", "1")], "RETURN"),
+        tline(s, e, 2, "-0.0003", "-0.0002", "1", 0, 2, 1)
+    );
     // −0.0005 / 2 = −0.00025 -> −0.0002
-    assert_eq!(window(0, 2, &[("0.0005", "1")], "RETURN"), tline(s, e, 2, "-0.0005", "-0.0002", "1", 0, 2, 1));
+    assert_eq!(
+        window(0, 2, &[("0.0005", "1")], "RETURN"),
+        tline(s, e, 2, "-0.0005", "-0.0002", "1", 0, 2, 1)
+    );
     // 0.001 / 4 = 0.00025 -> 0.0002
-    assert_eq!(window(4, 0, &[("0.001", "1")], "ORDER"), tline(s, e, 4, "0.001", "0.0002", "0", 4, 0, 1));
+    assert_eq!(
+        window(4, 0, &[("0.001", "1")], "ORDER"),
+        tline(s, e, 4, "0.001", "0.0002", "0", 4, 0, 1)
+    );
     // 0.0007 / 2 = 0.00035 -> 0.0004
-    assert_eq!(window(2, 0, &[("0.0007", "1")], "ORDER"), tline(s, e, 2, "0.0007", "0.0004", "0", 2, 0, 1));
+    assert_eq!(
+        window(2, 0, &[("0.0007", "1")], "ORDER"),
+        tline(s, e, 2, "0.0007", "0.0004", "0", 2, 0, 1)
+    );
     // 0.0049 / 10 = 0.00049 -> 0.0005
-    assert_eq!(window(10, 0, &[("0.0049", "1")], "ORDER"), tline(s, e, 10, "0.0049", "0.0005", "0", 10, 0, 1));
+    assert_eq!(
+        window(10, 0, &[("0.0049", "1")], "ORDER"),
+        tline(s, e, 10, "0.0049", "0.0005", "0", 10, 0, 1)
+    );
     // 0.0149 / 100 = 0.000149 -> 0.0001 (a double rounding via 0.00015 would give 0.0002)
-    assert_eq!(window(100, 0, &[("0.0149", "1")], "ORDER"), tline(s, e, 100, "0.0149", "0.0001", "0", 100, 0, 1));
+    assert_eq!(
+        window(100, 0, &[("0.0149", "1")], "ORDER"),
+        tline(s, e, 100, "0.0149", "0.0001", "0", 100, 0, 1)
+    );
 }
 
 #[test]
@@ -361,23 +645,61 @@ fn money_is_exact() {
     assert_eq!(one(&[("1.10000", "3")], "ORDER"), "3.3");
     assert_eq!(one(&[("0.0001", "1")], "ORDER"), "0.0001");
     assert_eq!(one(&[("4.95", "6")], "RETURN"), "-29.7");
-    assert_eq!(one(&[("1000000000", "1000000000")], "ORDER"), "1000000000000000000");
-    assert_eq!(one(&[("1000000000", "1000000000")], "RETURN"), "-1000000000000000000");
+    assert_eq!(
+        one(&[("1000000000", "1000000000")], "ORDER"),
+        "1000000000000000000"
+    );
+    assert_eq!(
+        one(&[("1000000000", "1000000000")], "RETURN"),
+        "-1000000000000000000"
+    );
     assert_eq!(one(&[("-0", "5")], "RETURN"), "0");
     assert_eq!(one(&[], "RETURN"), "0");
     assert_eq!(one(&[("0.7", "0")], "ORDER"), "0");
 
     // an order and a return of the same amount cancel: volume 0, never "-0"
-    let out = run(&[inv("A", t, "ORDER", &[("10.00", "1")]), inv("A", t, "RETURN", &[("10", "1")])]);
+    let out = run(&[
+        inv("A", t, "ORDER", &[("10.00", "1")]),
+        inv("A", t, "RETURN", &[("10", "1")]),
+    ]);
     assert_eq!(
         file(&out, "time_kpi/2020-09-18T10-50.json"),
-        tline("2020-09-18T10:55:00Z", "2020-09-18T10:56:00Z", 2, "0", "0", "0.5", 1, 1, 2)
+        tline(
+            "2020-09-18T10:55:00Z",
+            "2020-09-18T10:56:00Z",
+            2,
+            "0",
+            "0",
+            "0.5",
+            1,
+            1,
+            2
+        )
     );
     // total_items is positive for returns; 3 × 1e9 quantities
-    let out = run(&[inv("A", t, "RETURN", &[("0", "1000000000"), ("0", "1000000000"), ("0", "1000000000")])]);
+    let out = run(&[inv(
+        "A",
+        t,
+        "RETURN",
+        &[
+            ("0", "1000000000"),
+            ("0", "1000000000"),
+            ("0", "1000000000"),
+        ],
+    )]);
     assert_eq!(
         file(&out, "time_kpi/2020-09-18T10-50.json"),
-        tline("2020-09-18T10:55:00Z", "2020-09-18T10:56:00Z", 1, "0", "0", "1", 0, 1, 3_000_000_000)
+        tline(
+            "2020-09-18T10:55:00Z",
+            "2020-09-18T10:56:00Z",
+            1,
+            "0",
+            "0",
+            "1",
+            0,
+            1,
+            3_000_000_000
+        )
     );
 }
 
@@ -385,22 +707,24 @@ fn money_is_exact() {
 
 #[test]
 fn lateness_is_per_partition() {
-    let r = |p: u32, off: i64, ts: Option<i64>, t: &str| rec(p, off, ts, &inv("A", t, "ORDER", &[("1", "1")]));
+    let r = |p: u32, off: i64, ts: Option<i64>, t: &str| {
+        rec(p, off, ts, &inv("A", t, "ORDER", &[("1", "1")]))
+    };
     // deliberately out of offset order in the slice: processing follows offsets
     let records = vec![
         r(0, 4, None, "2020-09-18 10:10:00"),
         r(1, 5, None, "2020-09-18 09:59:00"),
-        r(0, 0, None, "2020-09-18 10:05:00"), // M0 = 10:05
-        r(0, 1, None, "2020-09-18 10:04:00"), // = M0 − G: not late
+        r(0, 0, None, "2020-09-18 10:05:00"),     // M0 = 10:05
+        r(0, 1, None, "2020-09-18 10:04:00"),     // = M0 − G: not late
         r(0, 2, None, "2020-09-18 10:03:59.999"), // late
         r(0, 3, None, "2020-09-18 10:03:59.999999999"), // late
         // offset 4: 10:10 -> M0 = 10:10
-        r(0, 5, None, "2020-09-18 10:05:00"), // < 10:09: late
+        r(0, 5, None, "2020-09-18 10:05:00"),    // < 10:09: late
         r(0, 6, Some(0), "2020-09-18 11:00:00"), // future_timestamp; must not move M0
-        r(0, 7, None, "2020-09-18 10:09:00"), // = 10:10 − G: accepted (M0 still 10:10)
-        r(0, 8, None, "2020-09-18 10:00:00"), // late
+        r(0, 7, None, "2020-09-18 10:09:00"),    // = 10:10 − G: accepted (M0 still 10:10)
+        r(0, 8, None, "2020-09-18 10:00:00"),    // late
         r(0, 9, None, "2020-09-18 10:08:59.999"), // late: the late record at 8 did not lower M0
-        r(1, 0, None, "2020-09-18 10:00:00"), // own history: accepted, M1 = 10:00
+        r(1, 0, None, "2020-09-18 10:00:00"),    // own history: accepted, M1 = 10:00
         // offset 5 of partition 1: 09:59 = M1 − G: accepted
         r(1, 6, None, "2020-09-18 09:58:59.999"), // late in partition 1
     ];
@@ -418,13 +742,37 @@ fn lateness_is_per_partition() {
     .map(|(k, v)| (k, v.to_string()))
     .collect();
     assert_eq!(out.rejected, expected);
-    let w = |m: &str, n: &str| tline(&format!("2020-09-18T{m}:00Z"), &format!("2020-09-18T{n}:00Z"), 1, "1", "1", "0", 1, 0, 1);
-    assert_eq!(file(&out, "time_kpi/2020-09-18T09-50.json"), w("09:59", "10:00"));
+    let w = |m: &str, n: &str| {
+        tline(
+            &format!("2020-09-18T{m}:00Z"),
+            &format!("2020-09-18T{n}:00Z"),
+            1,
+            "1",
+            "1",
+            "0",
+            1,
+            0,
+            1,
+        )
+    };
+    assert_eq!(
+        file(&out, "time_kpi/2020-09-18T09-50.json"),
+        w("09:59", "10:00")
+    );
     assert_eq!(
         file(&out, "time_kpi/2020-09-18T10-00.json"),
-        [w("10:00", "10:01"), w("10:04", "10:05"), w("10:05", "10:06"), w("10:09", "10:10")].concat()
+        [
+            w("10:00", "10:01"),
+            w("10:04", "10:05"),
+            w("10:05", "10:06"),
+            w("10:09", "10:10")
+        ]
+        .concat()
     );
-    assert_eq!(file(&out, "time_kpi/2020-09-18T10-10.json"), w("10:10", "10:11"));
+    assert_eq!(
+        file(&out, "time_kpi/2020-09-18T10-10.json"),
+        w("10:10", "10:11")
+    );
     assert_eq!(out.files.len(), 6);
 }
 
@@ -433,17 +781,24 @@ fn lateness_with_other_grace_and_exact_time() {
     let r = |off: i64, t: &str| rec(0, off, None, &inv("A", t, "ORDER", &[("1", "1")]));
     let records = vec![
         r(0, "2020-09-18 10:05:00"),
-        r(1, "2020-09-18 10:05:00"),          // = M: accepted with G = 0
+        r(1, "2020-09-18 10:05:00"),           // = M: accepted with G = 0
         r(2, "2020-09-18 10:04:59.999999999"), // < M: late
     ];
-    let cfg = RefConfig { grace_ms: 0, ..RefConfig::default() };
+    let cfg = RefConfig {
+        grace_ms: 0,
+        ..RefConfig::default()
+    };
     let out = reference(&records, &cfg);
     assert_eq!(out.rejected.len(), 1);
     assert_eq!(out.rejected[&(0, 2)], "late");
 
     // Reference's choice (SPEC silent on resolution): event time keeps nanoseconds.
     // M = 10:05:00.0005, M − G = 10:04:00.0005 > 10:04:00.0001 -> late.
-    let records = vec![r(0, "2020-09-18 10:05:00.0005"), r(1, "2020-09-18 10:04:00.0001"), r(2, "2020-09-18 10:04:00.0005")];
+    let records = vec![
+        r(0, "2020-09-18 10:05:00.0005"),
+        r(1, "2020-09-18 10:04:00.0001"),
+        r(2, "2020-09-18 10:04:00.0005"),
+    ];
     let out = reference(&records, &RefConfig::default());
     assert_eq!(out.rejected.len(), 1);
     assert_eq!(out.rejected[&(0, 1)], "late");
@@ -475,7 +830,17 @@ fn country_rows_sorted_by_window_then_country_bytes() {
     let expected = [
         cline(s4, e4, "\"Zambia\"", 1, "1", "0", 1, 0, 1),
         // serde_json escapes '"', '\\' and control characters; '/', 'é' and DEL stay as they are
-        cline(s5, e5, "\"C\\\"q\\\\\\u0001\\n\\t/é\u{7f}\"", 1, "1", "0", 1, 0, 1),
+        cline(
+            s5,
+            e5,
+            "\"C\\\"q\\\\\\u0001\\n\\t/é\u{7f}\"",
+            1,
+            "1",
+            "0",
+            1,
+            0,
+            1,
+        ),
         // France: 1 − 4 + 3 = 0; returns 1 of 3 -> 0.3333; items 1 + 2 + 1
         cline(s5, e5, "\"France\"", 3, "0", "0.3333", 2, 1, 4),
         cline(s5, e5, "\"United Kingdom\"", 1, "1", "0", 1, 0, 1),
@@ -503,18 +868,31 @@ fn country_rows_sorted_by_window_then_country_bytes() {
 #[test]
 fn jsonl_splitting() {
     let offs = |b: &[u8]| -> Vec<(u32, i64, Vec<u8>)> {
-        records_from_jsonl(b).into_iter().map(|r| {
-            assert!(r.timestamp_ms.is_none());
-            (r.partition, r.offset, r.value)
-        }).collect()
+        records_from_jsonl(b)
+            .into_iter()
+            .map(|r| {
+                assert!(r.timestamp_ms.is_none());
+                (r.partition, r.offset, r.value)
+            })
+            .collect()
     };
     assert_eq!(offs(b""), vec![]);
     assert_eq!(offs(b"\n"), vec![(0, 0, b"".to_vec())]);
-    assert_eq!(offs(b"\n\n"), vec![(0, 0, b"".to_vec()), (0, 1, b"".to_vec())]);
-    assert_eq!(offs(b"a\nb"), vec![(0, 0, b"a".to_vec()), (0, 1, b"b".to_vec())]);
+    assert_eq!(
+        offs(b"\n\n"),
+        vec![(0, 0, b"".to_vec()), (0, 1, b"".to_vec())]
+    );
+    assert_eq!(
+        offs(b"a\nb"),
+        vec![(0, 0, b"a".to_vec()), (0, 1, b"b".to_vec())]
+    );
     assert_eq!(
         offs(b"a\n\nb\n"),
-        vec![(0, 0, b"a".to_vec()), (0, 1, b"".to_vec()), (0, 2, b"b".to_vec())]
+        vec![
+            (0, 0, b"a".to_vec()),
+            (0, 1, b"".to_vec()),
+            (0, 2, b"b".to_vec())
+        ]
     );
     assert_eq!(offs(b"a\r\n"), vec![(0, 0, b"a\r".to_vec())]);
 
@@ -531,39 +909,87 @@ fn jsonl_splitting() {
 #[test]
 fn too_large() {
     let g = good();
-    let exact = RefConfig { max_record_bytes: g.len(), ..RefConfig::default() };
+    let exact = RefConfig {
+        max_record_bytes: g.len(),
+        ..RefConfig::default()
+    };
     assert_eq!(reason_cfg(g.as_bytes(), None, &exact), None);
-    let less = RefConfig { max_record_bytes: g.len() - 1, ..RefConfig::default() };
-    assert_eq!(reason_cfg(g.as_bytes(), None, &less).as_deref(), Some("too_large"));
+    let less = RefConfig {
+        max_record_bytes: g.len() - 1,
+        ..RefConfig::default()
+    };
+    assert_eq!(
+        reason_cfg(g.as_bytes(), None, &less).as_deref(),
+        Some("too_large")
+    );
     // size is checked before UTF-8 and JSON
-    let tiny = RefConfig { max_record_bytes: 2, ..RefConfig::default() };
-    assert_eq!(reason_cfg(b"\xff\xff\xff", None, &tiny).as_deref(), Some("too_large"));
-    assert_eq!(reason_cfg(b"\xff\xff", None, &tiny).as_deref(), Some("invalid_utf8"));
-    assert_eq!(reason_cfg(b"{}", None, &tiny).as_deref(), Some("invalid_invoice"));
+    let tiny = RefConfig {
+        max_record_bytes: 2,
+        ..RefConfig::default()
+    };
+    assert_eq!(
+        reason_cfg(b"\xff\xff\xff", None, &tiny).as_deref(),
+        Some("too_large")
+    );
+    assert_eq!(
+        reason_cfg(b"\xff\xff", None, &tiny).as_deref(),
+        Some("invalid_utf8")
+    );
+    assert_eq!(
+        reason_cfg(b"{}", None, &tiny).as_deref(),
+        Some("invalid_invoice")
+    );
 
     // items: more than max_items
     let two = inv("A", GOOD_TS, "ORDER", &[("1", "1"), ("2", "2")]);
-    let one_item = RefConfig { max_items: 1, ..RefConfig::default() };
-    assert_eq!(reason_cfg(two.as_bytes(), None, &one_item).as_deref(), Some("too_large"));
-    let two_items = RefConfig { max_items: 2, ..RefConfig::default() };
+    let one_item = RefConfig {
+        max_items: 1,
+        ..RefConfig::default()
+    };
+    assert_eq!(
+        reason_cfg(two.as_bytes(), None, &one_item).as_deref(),
+        Some("too_large")
+    );
+    let two_items = RefConfig {
+        max_items: 2,
+        ..RefConfig::default()
+    };
     assert_eq!(reason_cfg(two.as_bytes(), None, &two_items), None);
     // field checks come before the item count
     let bad = inv("A", GOOD_TS, "ORDER", &[("1", "1"), ("-2", "2")]);
-    assert_eq!(reason_cfg(bad.as_bytes(), None, &one_item).as_deref(), Some("invalid_invoice"));
+    assert_eq!(
+        reason_cfg(bad.as_bytes(), None, &one_item).as_deref(),
+        Some("invalid_invoice")
+    );
     // the item count comes before the future guard
-    assert_eq!(reason_cfg(two.as_bytes(), Some(0), &one_item).as_deref(), Some("too_large"));
+    assert_eq!(
+        reason_cfg(two.as_bytes(), Some(0), &one_item).as_deref(),
+        Some("too_large")
+    );
     // default limit: 10_000 items fine, 10_001 too many
     let items = vec![("1", "1"); 10_000];
     assert_eq!(reason(&inv("A", GOOD_TS, "ORDER", &items)), None);
     let items = vec![("1", "1"); 10_001];
-    assert_eq!(reason(&inv("A", GOOD_TS, "ORDER", &items)).as_deref(), Some("too_large"));
+    assert_eq!(
+        reason(&inv("A", GOOD_TS, "ORDER", &items)).as_deref(),
+        Some("too_large")
+    );
 }
 
 #[test]
 fn invalid_utf8() {
     let cfg = RefConfig::default();
-    for bad in [&b"\xff"[..], b"\xc0\xaf", b"\xed\xa0\x80", b"{\"a\":\"\xe2\x82\"}"] {
-        assert_eq!(reason_cfg(bad, None, &cfg).as_deref(), Some("invalid_utf8"), "{bad:?}");
+    for bad in [
+        &b"\xff"[..],
+        b"\xc0\xaf",
+        b"\xed\xa0\x80",
+        b"{\"a\":\"\xe2\x82\"}",
+    ] {
+        assert_eq!(
+            reason_cfg(bad, None, &cfg).as_deref(),
+            Some("invalid_utf8"),
+            "{bad:?}"
+        );
     }
     // anywhere in the record, unknown fields included
     let g = good();
@@ -594,10 +1020,10 @@ fn invalid_json() {
         format!("{open},}}"),
         format!("{open},\"x\":01}}"),
         format!("{open},\"x\":'a'}}"),
-        format!("{open},\"x\":\"a\u{1}\"}}"),  // raw control character in a string
-        format!("{open},\"x\":\"\\x\"}}"),       // invalid escape
-        format!("{open},\"x\":\"\\u12G4\"}}"),   // invalid hex
-        "{\"country\":\"\\ud800\"}".into(),      // invalid_json before invalid_invoice
+        format!("{open},\"x\":\"a\u{1}\"}}"), // raw control character in a string
+        format!("{open},\"x\":\"\\x\"}}"),    // invalid escape
+        format!("{open},\"x\":\"\\u12G4\"}}"), // invalid hex
+        "{\"country\":\"\\ud800\"}".into(),   // invalid_json before invalid_invoice
         with_field("country", Some("\"\\ud800\"")),
         with_field("country", Some("\"Fr\\udc00\"")),
         with_field("timestamp", Some("\"\\ud800\"")),
@@ -611,14 +1037,21 @@ fn invalid_json() {
     }
     // Valid JSON, not used by the invoice: accepted
     let accepted: Vec<String> = vec![
-        format!("{open},\"x\":\"\\ud800\"}}"),               // lone surrogate in an unknown field
-        format!("{open},\"\\ud800\":1}}"),                   // ... in an unknown key
+        format!("{open},\"x\":\"\\ud800\"}}"), // lone surrogate in an unknown field
+        format!("{open},\"\\ud800\":1}}"),     // ... in an unknown key
         format!("{open},\"x\":1e400,\"y\":-0,\"z\":[1.5e-999]}}"), // numbers out of f64 range elsewhere
-        format!(" \t{g}\r\n "),                                 // JSON white space around
-        with_item_field("title", Some("\"\\ud83d\\ude00 ok\"")), // a valid pair
-        with_field("items", Some(r#"[{"SKU":"1","title":"T","unit_price":1,"quantity":1,"x":"\udc00"}]"#)),
-        format!("{open},\"x\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000)), // deep nesting
-        format!("{open},\"x\":{{\"a\":{{\"b\":[\"}}]\",{{}}]}}}}}}"),            // brackets in strings
+        format!(" \t{g}\r\n "),                                    // JSON white space around
+        with_item_field("title", Some("\"\\ud83d\\ude00 ok\"")),   // a valid pair
+        with_field(
+            "items",
+            Some(r#"[{"SKU":"1","title":"T","unit_price":1,"quantity":1,"x":"\udc00"}]"#),
+        ),
+        format!(
+            "{open},\"x\":{}1{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ), // deep nesting
+        format!("{open},\"x\":{{\"a\":{{\"b\":[\"}}]\",{{}}]}}}}}}"), // brackets in strings
     ];
     for c in &accepted {
         assert_eq!(reason(c), None, "{c:?}");
@@ -641,12 +1074,18 @@ fn invalid_invoice_shape_and_fields() {
         with_field("type", None),
         with_field("items", None),
         // repeated fields, also with the same value, also through an escape
-        format!("{},\"country\":\"United Kingdom\"}}", &good()[..good().len() - 1]),
+        format!(
+            "{},\"country\":\"United Kingdom\"}}",
+            &good()[..good().len() - 1]
+        ),
         format!("{},\"type\":\"ORDER\"}}", &good()[..good().len() - 1]),
         format!("{},\"countr\\u0079\":\"X\"}}", &good()[..good().len() - 1]),
         format!("{},\"items\":[]}}", &good()[..good().len() - 1]),
         format!("{},\"invoice_no\":1}}", &good()[..good().len() - 1]),
-        format!("{},\"timestamp\":\"{GOOD_TS}\"}}", &good()[..good().len() - 1]),
+        format!(
+            "{},\"timestamp\":\"{GOOD_TS}\"}}",
+            &good()[..good().len() - 1]
+        ),
     ];
     for c in &bad {
         assert_eq!(reason(c).as_deref(), Some("invalid_invoice"), "{c:?}");
@@ -657,7 +1096,10 @@ fn invalid_invoice_shape_and_fields() {
     for ok in [
         format!("{open},\"x\":null,\"x\":[1,{{}}],\"Country\":5,\"COUNTRY\":\"\"}}"),
         format!("{{\"x\":{{\"country\":1}},{}", &g[1..]),
-        format!("{{\"coun\\u0074ry\":\"Fr\",{}", &g[1..].replacen("\"country\":\"United Kingdom\",", "", 1)),
+        format!(
+            "{{\"coun\\u0074ry\":\"Fr\",{}",
+            &g[1..].replacen("\"country\":\"United Kingdom\",", "", 1)
+        ),
     ] {
         assert_eq!(reason(&ok), None, "{ok:?}");
     }
@@ -665,18 +1107,47 @@ fn invalid_invoice_shape_and_fields() {
 
 #[test]
 fn invalid_invoice_values() {
-    let ok = |f: &str, raw: &str| assert_eq!(reason(&with_field(f, Some(raw))), None, "{f} = {raw}");
+    let ok =
+        |f: &str, raw: &str| assert_eq!(reason(&with_field(f, Some(raw))), None, "{f} = {raw}");
     let bad = |f: &str, raw: &str| {
-        assert_eq!(reason(&with_field(f, Some(raw))).as_deref(), Some("invalid_invoice"), "{f} = {raw}")
+        assert_eq!(
+            reason(&with_field(f, Some(raw))).as_deref(),
+            Some("invalid_invoice"),
+            "{f} = {raw}"
+        )
     };
 
     // invoice_no
-    for r in ["0", "18446744073709551615", "\"0\"", "\"00012\"", "\"18446744073709551615\"", "\"018446744073709551615\""] {
+    for r in [
+        "0",
+        "18446744073709551615",
+        "\"0\"",
+        "\"00012\"",
+        "\"18446744073709551615\"",
+        "\"018446744073709551615\"",
+    ] {
         ok("invoice_no", r);
     }
     for r in [
-        "18446744073709551616", "-1", "-0", "1.0", "1e3", "0.5", "\"\"", "\" 1\"", "\"1 \"", "\"+1\"", "\"-1\"",
-        "\"1.0\"", "\"18446744073709551616\"", "\"１\"", "\"0x1\"", "true", "null", "[]", "{}",
+        "18446744073709551616",
+        "-1",
+        "-0",
+        "1.0",
+        "1e3",
+        "0.5",
+        "\"\"",
+        "\" 1\"",
+        "\"1 \"",
+        "\"+1\"",
+        "\"-1\"",
+        "\"1.0\"",
+        "\"18446744073709551616\"",
+        "\"１\"",
+        "\"0x1\"",
+        "true",
+        "null",
+        "[]",
+        "{}",
     ] {
         bad("invoice_no", r);
     }
@@ -685,7 +1156,15 @@ fn invalid_invoice_values() {
     for r in ["\"France\"", "\" x \"", "\"\\u00e9\""] {
         ok("country", r);
     }
-    for r in ["\"\"", "\"   \"", "\"\\t\\n\"", "\"\\u00a0\\u2003\"", "5", "null", "[\"France\"]"] {
+    for r in [
+        "\"\"",
+        "\"   \"",
+        "\"\\t\\n\"",
+        "\"\\u00a0\\u2003\"",
+        "5",
+        "null",
+        "[\"France\"]",
+    ] {
         bad("country", r);
     }
 
@@ -693,7 +1172,17 @@ fn invalid_invoice_values() {
     for r in ["\"ORDER\"", "\"RETURN\"", "\"ORD\\u0045R\""] {
         ok("type", r);
     }
-    for r in ["\"order\"", "\"Order\"", "\" ORDER\"", "\"ORDER \"", "\"SALE\"", "\"\"", "1", "null", "true"] {
+    for r in [
+        "\"order\"",
+        "\"Order\"",
+        "\" ORDER\"",
+        "\"ORDER \"",
+        "\"SALE\"",
+        "\"\"",
+        "1",
+        "null",
+        "true",
+    ] {
         bad("type", r);
     }
 
@@ -763,11 +1252,20 @@ fn invalid_invoice_values() {
     bad("timestamp", "null");
 
     // items
-    for r in ["[]", r#"[{"SKU":"","title":"","unit_price":0,"quantity":0,"extra":{"a":[1]}}]"#] {
+    for r in [
+        "[]",
+        r#"[{"SKU":"","title":"","unit_price":0,"quantity":0,"extra":{"a":[1]}}]"#,
+    ] {
         ok("items", r);
     }
     for r in [
-        "{}", "\"[]\"", "null", "[1]", "[[]]", "[{}]", "[null]",
+        "{}",
+        "\"[]\"",
+        "null",
+        "[1]",
+        "[[]]",
+        "[{}]",
+        "[null]",
         r#"[{"SKU":"1","title":"T","unit_price":1,"quantity":1},2]"#,
     ] {
         bad("items", r);
@@ -776,9 +1274,15 @@ fn invalid_invoice_values() {
 
 #[test]
 fn invalid_item_values() {
-    let ok = |f: &str, raw: Option<&str>| assert_eq!(reason(&with_item_field(f, raw)), None, "{f} = {raw:?}");
+    let ok = |f: &str, raw: Option<&str>| {
+        assert_eq!(reason(&with_item_field(f, raw)), None, "{f} = {raw:?}")
+    };
     let bad = |f: &str, raw: Option<&str>| {
-        assert_eq!(reason(&with_item_field(f, raw)).as_deref(), Some("invalid_invoice"), "{f} = {raw:?}")
+        assert_eq!(
+            reason(&with_item_field(f, raw)).as_deref(),
+            Some("invalid_invoice"),
+            "{f} = {raw:?}"
+        )
     };
     for f in ["SKU", "title", "unit_price", "quantity"] {
         bad(f, None);
@@ -790,22 +1294,61 @@ fn invalid_item_values() {
         bad("title", Some(r));
     }
     // repeated item fields
-    let dup = with_field("items", Some(r#"[{"SKU":"1","title":"T","unit_price":1,"quantity":1,"SKU":"1"}]"#));
+    let dup = with_field(
+        "items",
+        Some(r#"[{"SKU":"1","title":"T","unit_price":1,"quantity":1,"SKU":"1"}]"#),
+    );
     assert_eq!(reason(&dup).as_deref(), Some("invalid_invoice"));
-    let dup = with_field("items", Some(r#"[{"SKU":"1","title":"T","unit_price":1,"quantity":1,"quantit\u0079":1}]"#));
+    let dup = with_field(
+        "items",
+        Some(r#"[{"SKU":"1","title":"T","unit_price":1,"quantity":1,"quantit\u0079":1}]"#),
+    );
     assert_eq!(reason(&dup).as_deref(), Some("invalid_invoice"));
 
     // unit_price: 0 ..= 1e9, at most 4 decimals by value
     for r in [
-        "0", "-0", "0.0", "-0.0", "0e5", "0.00000e-9", "1000000000", "1e9", "1E9", "1000000000.0000", "1.10000",
-        "0.0001", "1E-4", "1e-4", "12345e-4", "9.9999", "4.95", "0.000100000", "100000000000e-2",
+        "0",
+        "-0",
+        "0.0",
+        "-0.0",
+        "0e5",
+        "0.00000e-9",
+        "1000000000",
+        "1e9",
+        "1E9",
+        "1000000000.0000",
+        "1.10000",
+        "0.0001",
+        "1E-4",
+        "1e-4",
+        "12345e-4",
+        "9.9999",
+        "4.95",
+        "0.000100000",
+        "100000000000e-2",
     ] {
         ok("unit_price", Some(r));
     }
     for r in [
-        "-0.0001", "-1", "1000000000.0001", "1000000001", "1e10", "1.0000000001e9", "0.00001", "1e-5", "0.30000000000000004",
-        "1e400", "1e-400", "4.95001", "0.12345", "true", "null", "\"4.95\"", "[4.95]",
-        "1e99999999999999999999999", "1e-99999999999999999999999",
+        "-0.0001",
+        "-1",
+        "1000000000.0001",
+        "1000000001",
+        "1e10",
+        "1.0000000001e9",
+        "0.00001",
+        "1e-5",
+        "0.30000000000000004",
+        "1e400",
+        "1e-400",
+        "4.95001",
+        "0.12345",
+        "true",
+        "null",
+        "\"4.95\"",
+        "[4.95]",
+        "1e99999999999999999999999",
+        "1e-99999999999999999999999",
     ] {
         bad("unit_price", Some(r));
     }
@@ -814,7 +1357,19 @@ fn invalid_item_values() {
     for r in ["0", "6", "1000000000"] {
         ok("quantity", Some(r));
     }
-    for r in ["1000000001", "-1", "-0", "3.0", "6.0", "1e3", "0e0", "1.5", "\"6\"", "null", "99999999999999999999999"] {
+    for r in [
+        "1000000001",
+        "-1",
+        "-0",
+        "3.0",
+        "6.0",
+        "1e3",
+        "0e0",
+        "1.5",
+        "\"6\"",
+        "null",
+        "99999999999999999999999",
+    ] {
         bad("quantity", Some(r));
     }
 }
@@ -825,28 +1380,54 @@ fn future_timestamp() {
     let event = inv("A", "2020-09-18T10:00:00Z", "ORDER", &[("1", "1")]);
     let cfg = RefConfig::default();
     let e = event.as_bytes();
-    assert_eq!(reason_cfg(e, Some(1_600_423_200_000 - 3_600_000), &cfg), None); // exactly 1 h ahead
-    assert_eq!(reason_cfg(e, Some(1_600_423_200_000 - 3_600_001), &cfg).as_deref(), Some("future_timestamp"));
+    assert_eq!(
+        reason_cfg(e, Some(1_600_423_200_000 - 3_600_000), &cfg),
+        None
+    ); // exactly 1 h ahead
+    assert_eq!(
+        reason_cfg(e, Some(1_600_423_200_000 - 3_600_001), &cfg).as_deref(),
+        Some("future_timestamp")
+    );
     assert_eq!(reason_cfg(e, Some(1_600_423_200_000), &cfg), None);
     assert_eq!(reason_cfg(e, Some(1_700_000_000_000), &cfg), None); // event in the past
-    assert_eq!(reason_cfg(e, Some(0), &cfg).as_deref(), Some("future_timestamp")); // 0 is a timestamp
+    assert_eq!(
+        reason_cfg(e, Some(0), &cfg).as_deref(),
+        Some("future_timestamp")
+    ); // 0 is a timestamp
     assert_eq!(reason_cfg(e, Some(-1), &cfg), None); // negative: not checked
     assert_eq!(reason_cfg(e, None, &cfg), None);
     // other skew
-    let zero = RefConfig { max_future_skew_ms: 0, ..RefConfig::default() };
+    let zero = RefConfig {
+        max_future_skew_ms: 0,
+        ..RefConfig::default()
+    };
     assert_eq!(reason_cfg(e, Some(1_600_423_200_000), &zero), None);
-    assert_eq!(reason_cfg(e, Some(1_600_423_199_999), &zero).as_deref(), Some("future_timestamp"));
+    assert_eq!(
+        reason_cfg(e, Some(1_600_423_199_999), &zero).as_deref(),
+        Some("future_timestamp")
+    );
     // Reference's choice (SPEC silent on resolution): 1 µs over the skew is "more than".
     let e2 = inv("A", "2020-09-18T10:00:00.000001Z", "ORDER", &[("1", "1")]);
-    assert_eq!(reason_cfg(e2.as_bytes(), Some(1_600_423_200_000), &zero).as_deref(), Some("future_timestamp"));
+    assert_eq!(
+        reason_cfg(e2.as_bytes(), Some(1_600_423_200_000), &zero).as_deref(),
+        Some("future_timestamp")
+    );
     // zone offsets count: 12:00+02:00 is 10:00Z
     let e3 = inv("A", "2020-09-18T12:00:00+02:00", "ORDER", &[("1", "1")]);
-    assert_eq!(reason_cfg(e3.as_bytes(), Some(1_600_423_200_000), &zero), None);
+    assert_eq!(
+        reason_cfg(e3.as_bytes(), Some(1_600_423_200_000), &zero),
+        None
+    );
 
     // the future guard comes before lateness, and invalid fields before the future guard
     let records = vec![
         rec(0, 0, None, &inv("A", "2020-09-18T10:00:00Z", "ORDER", &[])),
-        rec(0, 1, Some(0), &inv("A", "2020-09-18T09:00:00Z", "ORDER", &[])), // future and late
+        rec(
+            0,
+            1,
+            Some(0),
+            &inv("A", "2020-09-18T09:00:00Z", "ORDER", &[]),
+        ), // future and late
         rec(0, 2, Some(0), &with_field("type", Some("\"SALE\""))),
         rec(0, 3, None, &inv("A", "2020-09-18T09:00:00Z", "ORDER", &[])), // late
     ];
@@ -872,5 +1453,13 @@ fn rejected_records_produce_no_rows_and_no_empty_files() {
 #[test]
 fn default_config() {
     let c = RefConfig::default();
-    assert_eq!((c.grace_ms, c.max_future_skew_ms, c.max_record_bytes, c.max_items), (60_000, 3_600_000, 1 << 20, 10_000));
+    assert_eq!(
+        (
+            c.grace_ms,
+            c.max_future_skew_ms,
+            c.max_record_bytes,
+            c.max_items
+        ),
+        (60_000, 3_600_000, 1 << 20, 10_000)
+    );
 }

@@ -39,6 +39,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Timelike};
 
+#[derive(Clone, Debug)]
 pub struct RefRecord {
     pub partition: u32,
     pub offset: i64,
@@ -93,7 +94,9 @@ impl RefInvoice {
     pub fn total_cost_units(&self) -> i128 {
         let mut sum: i128 = 0;
         for &(p, q) in &self.items {
-            sum = sum.checked_add(p.checked_mul(q).expect("overflow")).expect("overflow");
+            sum = sum
+                .checked_add(p.checked_mul(q).expect("overflow"))
+                .expect("overflow");
         }
         if self.is_return {
             -sum
@@ -128,7 +131,12 @@ pub fn reference(records: &[RefRecord], cfg: &RefConfig) -> RefOutput {
     for (partition, mut recs) in by_partition {
         recs.sort_by_key(|r| r.offset);
         for w in recs.windows(2) {
-            assert!(w[0].offset != w[1].offset, "duplicate offset {} in partition {}", w[0].offset, partition);
+            assert!(
+                w[0].offset != w[1].offset,
+                "duplicate offset {} in partition {}",
+                w[0].offset,
+                partition
+            );
         }
         // M_p: None stands for −∞ (nothing accepted yet).
         let mut max_event: Option<i128> = None;
@@ -149,7 +157,8 @@ pub fn reference(records: &[RefRecord], cfg: &RefConfig) -> RefOutput {
                     accepted.push(inv);
                 }
                 Err(reason) => {
-                    out.rejected.insert((partition, r.offset), reason.to_string());
+                    out.rejected
+                        .insert((partition, r.offset), reason.to_string());
                 }
             }
         }
@@ -171,7 +180,12 @@ pub fn records_from_jsonl(bytes: &[u8]) -> Vec<RefRecord> {
     lines
         .into_iter()
         .enumerate()
-        .map(|(i, line)| RefRecord { partition: 0, offset: i as i64, timestamp_ms: None, value: line.to_vec() })
+        .map(|(i, line)| RefRecord {
+            partition: 0,
+            offset: i as i64,
+            timestamp_ms: None,
+            value: line.to_vec(),
+        })
         .collect()
 }
 
@@ -369,7 +383,10 @@ pub fn used_strings_ok(text: &str) -> bool {
                     continue;
                 }
                 for (k2, v2) in members(item) {
-                    if is_known(&k2, &ITEM_FIELDS) && v2.starts_with('"') && decode_string(v2).is_err() {
+                    if is_known(&k2, &ITEM_FIELDS)
+                        && v2.starts_with('"')
+                        && decode_string(v2).is_err()
+                    {
                         return false;
                     }
                 }
@@ -381,7 +398,10 @@ pub fn used_strings_ok(text: &str) -> bool {
 
 /// Collects the known fields of an object; each must be present exactly once.
 /// Err names the offending field.
-fn fields<'a>(obj: &'a str, names: &[&'static str]) -> Result<BTreeMap<&'static str, &'a str>, String> {
+fn fields<'a>(
+    obj: &'a str,
+    names: &[&'static str],
+) -> Result<BTreeMap<&'static str, &'a str>, String> {
     let mut found: BTreeMap<&'static str, Vec<&'a str>> = BTreeMap::new();
     for (key, value) in members(obj) {
         if let Ok(k) = &key {
@@ -467,7 +487,12 @@ pub fn parse_invoice(text: &str) -> Result<RefInvoice, String> {
         items.push((price, qty));
     }
 
-    Ok(RefInvoice { event_ns, country: country.to_string(), is_return, items })
+    Ok(RefInvoice {
+        event_ns,
+        country: country.to_string(),
+        is_return,
+        items,
+    })
 }
 
 /// Non-empty ASCII digits with a value 0..=u64::MAX (leading zeros fine).
@@ -586,7 +611,10 @@ pub fn parse_timestamp_ns(s: &str) -> Option<i128> {
         if !part.iter().all(|c| c.is_ascii_digit()) {
             return None;
         }
-        Some(part.iter().fold(0u32, |acc, c| acc * 10 + (c - b'0') as u32))
+        Some(
+            part.iter()
+                .fold(0u32, |acc, c| acc * 10 + (c - b'0') as u32),
+        )
     };
     let at = |i: usize, allowed: &[u8]| b.get(i).is_some_and(|c| allowed.contains(c));
 
@@ -650,8 +678,18 @@ pub fn parse_timestamp_ns(s: &str) -> Option<i128> {
     let local_secs = date.and_time(time).and_utc().timestamp();
     let utc_secs = local_secs - offset_secs;
 
-    let min = NaiveDate::from_ymd_opt(0, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp();
-    let end = NaiveDate::from_ymd_opt(10000, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp();
+    let min = NaiveDate::from_ymd_opt(0, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp();
+    let end = NaiveDate::from_ymd_opt(10000, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp();
     if utc_secs < min || utc_secs >= end {
         return None;
     }
@@ -670,14 +708,28 @@ pub fn window_minute(event_ns: i128) -> i64 {
 /// `YYYY-MM-DDTHH:MM:00Z` of a minute since the epoch.
 pub fn format_minute(minute: i64) -> String {
     let dt = DateTime::from_timestamp(minute * 60, 0).expect("minute in chrono range");
-    format!("{:04}-{:02}-{:02}T{:02}:{:02}:00Z", dt.year(), dt.month(), dt.day(), dt.hour(), dt.minute())
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:00Z",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute()
+    )
 }
 
 /// File stem of the 10-minute bucket of a window: `YYYY-MM-DDTHH-MM` (minute floored to :x0).
 pub fn bucket_name(minute: i64) -> String {
     let bucket = minute.div_euclid(10) * 10;
     let dt = DateTime::from_timestamp(bucket * 60, 0).expect("minute in chrono range");
-    format!("{:04}-{:02}-{:02}T{:02}-{:02}", dt.year(), dt.month(), dt.day(), dt.hour(), dt.minute())
+    format!(
+        "{:04}-{:02}-{:02}T{:02}-{:02}",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute()
+    )
 }
 
 /// num / den rounded half-to-even to an integer (den > 0).
@@ -724,13 +776,19 @@ struct Agg {
 impl Agg {
     fn add(&mut self, inv: &RefInvoice) {
         self.opm += 1;
-        self.volume_units = self.volume_units.checked_add(inv.total_cost_units()).expect("overflow");
+        self.volume_units = self
+            .volume_units
+            .checked_add(inv.total_cost_units())
+            .expect("overflow");
         if inv.is_return {
             self.returns += 1;
         } else {
             self.orders += 1;
         }
-        self.total_items = self.total_items.checked_add(inv.total_items()).expect("overflow");
+        self.total_items = self
+            .total_items
+            .checked_add(inv.total_items())
+            .expect("overflow");
     }
     fn average_units(&self) -> i128 {
         div_round_half_even(self.volume_units, self.opm)
@@ -741,7 +799,11 @@ impl Agg {
 }
 
 fn window_json(minute: i64) -> String {
-    format!(r#"{{"start":"{}","end":"{}"}}"#, format_minute(minute), format_minute(minute + 1))
+    format!(
+        r#"{{"start":"{}","end":"{}"}}"#,
+        format_minute(minute),
+        format_minute(minute + 1)
+    )
 }
 
 fn render(accepted: &[RefInvoice]) -> BTreeMap<String, Vec<u8>> {
@@ -750,7 +812,10 @@ fn render(accepted: &[RefInvoice]) -> BTreeMap<String, Vec<u8>> {
     for inv in accepted {
         let m = window_minute(inv.event_ns);
         time.entry(m).or_default().add(inv);
-        country.entry((m, inv.country.clone())).or_default().add(inv);
+        country
+            .entry((m, inv.country.clone()))
+            .or_default()
+            .add(inv);
     }
 
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -766,7 +831,10 @@ fn render(accepted: &[RefInvoice]) -> BTreeMap<String, Vec<u8>> {
             a.returns,
             a.total_items
         );
-        files.entry(format!("time_kpi/{}.json", bucket_name(*m))).or_default().extend_from_slice(line.as_bytes());
+        files
+            .entry(format!("time_kpi/{}.json", bucket_name(*m)))
+            .or_default()
+            .extend_from_slice(line.as_bytes());
     }
     for ((m, c), a) in &country {
         let line = format!(
@@ -780,7 +848,10 @@ fn render(accepted: &[RefInvoice]) -> BTreeMap<String, Vec<u8>> {
             a.returns,
             a.total_items
         );
-        files.entry(format!("country_kpi/{}.json", bucket_name(*m))).or_default().extend_from_slice(line.as_bytes());
+        files
+            .entry(format!("country_kpi/{}.json", bucket_name(*m)))
+            .or_default()
+            .extend_from_slice(line.as_bytes());
     }
     files
 }
