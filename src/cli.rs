@@ -61,9 +61,17 @@ enum LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Write generated invoices as JSON lines to standard output.
-    Generate(GenArgs),
-    /// Run the job on a JSON-lines file (or standard input).
+    Generate {
+        #[command(flatten)]
+        generator: GenArgs,
+        /// Mean invoices per minute of event time.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+    },
+    /// Run the job on a JSON-lines file (or standard input) or a Kafka topic.
     Run(RunArgs),
+    /// Send generated invoices to a Kafka topic (created if missing).
+    Produce(ProduceArgs),
     /// Look into or upgrade a state store.
     State {
         #[command(subcommand)]
@@ -82,9 +90,6 @@ struct GenArgs {
     /// Event time of the first invoice, UTC.
     #[arg(long, default_value = "2020-09-18 10:00:00")]
     start: String,
-    /// Mean invoices per minute of event time.
-    #[arg(long, default_value_t = 10.0)]
-    rate: f64,
     /// Fraction of invoices later than the grace.
     #[arg(long, default_value_t = 0.0)]
     late_fraction: f64,
@@ -94,7 +99,7 @@ struct GenArgs {
 }
 
 impl GenArgs {
-    fn config(&self, broker_timestamps: bool) -> anyhow::Result<GenConfig> {
+    fn config(&self, rate_per_minute: f64, broker_timestamps: bool) -> anyhow::Result<GenConfig> {
         for (name, f) in [
             ("--late-fraction", self.late_fraction),
             ("--bad-fraction", self.bad_fraction),
@@ -105,21 +110,29 @@ impl GenArgs {
             );
         }
         anyhow::ensure!(
-            self.rate > 0.0 && self.rate.is_finite(),
-            "--rate must be a positive number, not {}",
-            self.rate
+            rate_per_minute > 0.0 && rate_per_minute.is_finite(),
+            "the event rate must be a positive number, not {rate_per_minute}"
         );
-        Ok(GenConfig {
+        let cfg = GenConfig {
             count: self.count,
             seed: self.seed,
             start_ms: parse_start(&self.start)
                 .with_context(|| format!("--start {:?}", self.start))?,
-            rate_per_minute: self.rate,
+            rate_per_minute,
             late_fraction: self.late_fraction,
             bad_fraction: self.bad_fraction,
             broker_timestamps,
             ..GenConfig::default()
-        })
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+fn kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not key=value")),
     }
 }
 
@@ -128,10 +141,35 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["input", "brokers"])))]
 struct RunArgs {
     /// JSON-lines input; `-` reads standard input.
     #[arg(long, env = "RETAIL_KPI_INPUT")]
-    input: PathBuf,
+    input: Option<PathBuf>,
+    /// Kafka bootstrap servers (HOST:PORT[,HOST:PORT...]).
+    #[arg(long, env = "RETAIL_KPI_BROKERS", requires = "topic")]
+    brokers: Option<String>,
+    /// Kafka topic to read.
+    #[arg(long, env = "RETAIL_KPI_TOPIC")]
+    topic: Option<String>,
+    /// `end`: a bounded run up to the end offsets found at start.
+    #[arg(long, value_parser = ["end"], requires = "brokers")]
+    until: Option<String>,
+    /// With `--until end`: close every window at the end (a backfill).
+    #[arg(long, requires = "until")]
+    close_at_end: bool,
+    /// Where a partition without a committed offset starts.
+    #[arg(long, value_enum, default_value = "earliest", env = "RETAIL_KPI_START")]
+    start: retail_kpi::kafka::StartAt,
+    /// SPEC §4 idle timeout.
+    #[arg(long, default_value = "60s", value_parser = duration, env = "RETAIL_KPI_IDLE_TIMEOUT")]
+    idle_timeout: Duration,
+    /// Consumer group under which offsets are committed for lag monitoring only.
+    #[arg(long, env = "RETAIL_KPI_GROUP_ID")]
+    group_id: Option<String>,
+    /// librdkafka property passed through, e.g. -X security.protocol=SASL_SSL (repeatable).
+    #[arg(short = 'X', value_parser = kv)]
+    kafka_property: Vec<(String, String)>,
     /// Folder of the output files.
     #[arg(long, env = "RETAIL_KPI_OUT")]
     out: PathBuf,
@@ -157,6 +195,31 @@ struct RunArgs {
     /// total_items, is_order, is_return) as JSON lines on standard output.
     #[arg(long)]
     print_invoices: bool,
+}
+
+#[derive(Args, Debug)]
+struct ProduceArgs {
+    #[arg(long, env = "RETAIL_KPI_BROKERS")]
+    brokers: String,
+    #[arg(long, env = "RETAIL_KPI_TOPIC")]
+    topic: String,
+    /// Partitions of the topic, if it has to be created.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Replication factor, if the topic has to be created.
+    #[arg(long, default_value_t = 1)]
+    replication: u32,
+    /// Records sent per second (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Mean invoices per minute of event time.
+    #[arg(long, default_value_t = 10.0)]
+    event_rate: f64,
+    #[command(flatten)]
+    generator: GenArgs,
+    /// librdkafka property passed through (repeatable).
+    #[arg(short = 'X', value_parser = kv)]
+    kafka_property: Vec<(String, String)>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,10 +301,14 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 #[error("{0}")]
 struct ConfigError(String);
 
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct SourceFailure(#[from] retail_kpi::kafka::KafkaSourceError);
+
 fn dispatch(cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Generate(g) => {
-            let cfg = g.config(false).map_err(|e| ConfigError(format!("{e:#}")))?;
+        Command::Generate { generator: g, rate } => {
+            let cfg = g.config(rate, false).map_err(|e| ConfigError(format!("{e:#}")))?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
             for rec in Generator::new(cfg) {
@@ -251,7 +318,23 @@ fn dispatch(cmd: Command) -> anyhow::Result<()> {
             out.flush()?;
             Ok(())
         }
-        Command::Run(r) => run_file(r),
+        Command::Run(r) => run_job(r),
+        Command::Produce(p) => {
+            let gen = p.generator.config(p.event_rate, true).map_err(|e| ConfigError(format!("{e:#}")))?;
+            let cfg = retail_kpi::kafka::ProduceConfig {
+                brokers: p.brokers,
+                topic: p.topic,
+                partitions: p.partitions,
+                replication: p.replication,
+                rate: p.rate,
+                properties: p.kafka_property,
+            };
+            let started = std::time::Instant::now();
+            let n = retail_kpi::kafka::produce(&cfg, Generator::new(gen), stop_flag()?).map_err(SourceFailure)?;
+            let secs = started.elapsed().as_secs_f64();
+            tracing::info!(records = n, topic = %cfg.topic, seconds = format!("{secs:.3}"), "produced");
+            Ok(())
+        }
         Command::State {
             command: StateCommand::Inspect { state, json },
         } => inspect(&state, json),
@@ -267,7 +350,7 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-fn run_file(r: RunArgs) -> anyhow::Result<()> {
+fn run_job(r: RunArgs) -> anyhow::Result<()> {
     let mut cfg = JobConfig::new(r.out, r.state);
     cfg.engine = EngineConfig {
         grace: r.grace.as_nanos() as i128,
@@ -279,10 +362,26 @@ fn run_file(r: RunArgs) -> anyhow::Result<()> {
     };
     cfg.checkpoint_interval = r.checkpoint_interval;
     cfg.print_invoices = r.print_invoices;
-    let mut source = FileSource::open(&r.input)?;
+    let mut source: Box<dyn retail_kpi::source::Source> = match (&r.input, &r.brokers) {
+        (Some(input), _) => Box::new(FileSource::open(input)?),
+        (None, Some(brokers)) => {
+            let topic = r.topic.clone().expect("clap requires --topic with --brokers");
+            let mut k = retail_kpi::kafka::KafkaConfig::new(brokers, &topic);
+            k.until_end = r.until.is_some();
+            k.start = r.start;
+            k.idle_timeout = r.idle_timeout;
+            k.properties = r.kafka_property.clone();
+            if let Some(g) = &r.group_id {
+                k.group_id = g.clone();
+            }
+            cfg.close_at_end = r.close_at_end;
+            Box::new(retail_kpi::kafka::KafkaSource::connect(k).map_err(SourceFailure)?)
+        }
+        (None, None) => unreachable!("clap requires --input or --brokers"),
+    };
     let stop = stop_flag()?;
     let started = std::time::Instant::now();
-    let s = job::run(&cfg, &mut source, stop)?;
+    let s = job::run(&cfg, source.as_mut(), stop)?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         records = s.records,
