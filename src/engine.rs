@@ -496,7 +496,7 @@ mod tests {
     fn feed(e: &mut Engine, recs: &[(u32, i64, String)]) -> Vec<Option<Reason>> {
         recs.iter()
             .map(|(p, o, v)| {
-                let before = e.counters().rejected.clone();
+                let before = e.counters().rejected;
                 let r = e.process(SourceRecord {
                     partition: *p,
                     offset: *o,

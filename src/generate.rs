@@ -313,7 +313,7 @@ impl Generator {
     /// the variants of its table take turns, so every variant shows up in a long run.
     fn bad_record(&mut self, event_ms: i64, timestamp_ms: Option<i64>) -> (Vec<u8>, Expected) {
         self.bad_seen += 1;
-        if self.bad_seen % TOO_LARGE_EVERY == 0 {
+        if self.bad_seen.is_multiple_of(TOO_LARGE_EVERY) {
             let inv = self.draw_invoice(event_ms, false);
             let mut doc = self.doc(&inv);
             doc.set("items", tiny_items(TOO_LARGE_ITEMS));
@@ -903,7 +903,7 @@ impl Item {
         out.extend_from_slice(price.as_bytes());
         if self.padded {
             match price.find('.') {
-                Some(dot) => out.extend(std::iter::repeat(b'0').take(5 - (price.len() - dot - 1))),
+                Some(dot) => out.extend(std::iter::repeat_n(b'0', 5 - (price.len() - dot - 1))),
                 None => out.extend_from_slice(b".00000"),
             }
         }

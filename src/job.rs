@@ -113,6 +113,8 @@ pub fn run(
         if let Some(e) = out_err.take() {
             return Err(JobError::Stdout(e));
         }
+        // Partitions added to the topic join the watermark as soon as the source sees them.
+        engine.assign(source.partitions());
         let ended = polled == Poll::End;
         let now_ms = source
             .is_live()

@@ -193,7 +193,7 @@ impl fmt::Display for Money {
         write!(f, "{int}")?;
         if frac != 0 {
             let mut width = 4;
-            while frac % 10 == 0 {
+            while frac.is_multiple_of(10) {
                 frac /= 10;
                 width -= 1;
             }

@@ -117,6 +117,8 @@ fn decode_value<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
     }
 }
 
+type KeyValue<T> = (Box<[u8]>, T);
+
 /// What `state inspect` shows, and what a restart needs: the committed state.
 pub struct Store {
     db: DB,
@@ -297,7 +299,7 @@ impl Store {
         self.write(b)
     }
 
-    fn scan<T: DeserializeOwned>(&self, cf: &str) -> Result<Vec<(Box<[u8]>, T)>, StateError> {
+    fn scan<T: DeserializeOwned>(&self, cf: &str) -> Result<Vec<KeyValue<T>>, StateError> {
         let mut out = Vec::new();
         for item in self
             .db

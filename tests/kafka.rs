@@ -76,6 +76,24 @@ fn produce(c: &Cluster, topic: &str, count: u64, seed: u64, extra: &[&str]) -> C
         .unwrap()
 }
 
+/// Waits until the topic exists with all its partitions, as the producer creates it.
+fn wait_topic(c: &Cluster, topic: &str, partitions: usize) {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &c.bootstrap).create().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            let ok = md.topics().iter().any(|t| {
+                t.error().is_none() && t.partitions().len() == partitions && t.partitions().iter().all(|p| p.leader() >= 0)
+            });
+            if ok {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "topic {topic} did not appear");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn wait_ok(mut child: Child, what: &str) {
     let st = child.wait().unwrap();
     assert!(st.success(), "{what} failed: {st}");
@@ -176,6 +194,7 @@ fn single_broker_backfill_kills_and_broker_restart() {
 
     // (b) the live job killed with SIGKILL several times while the producer runs.
     let producer = produce(&c, "b", 100_000, 2, &["--partitions", "4", "--rate", "20000"]);
+    wait_topic(&c, "b", 4);
     let (out, st) = (tmp.path().join("b-out"), tmp.path().join("b-state"));
     let mut kills = 0;
     for pause in [700, 900, 1100, 800] {
@@ -192,6 +211,7 @@ fn single_broker_backfill_kills_and_broker_restart() {
 
     // (c) the single broker restarted while the producer and the live job run.
     let producer = produce(&c, "c", 100_000, 3, &["--partitions", "4", "--rate", "20000"]);
+    wait_topic(&c, "c", 4);
     let (out, st) = (tmp.path().join("c-out"), tmp.path().join("c-state"));
     let live = job(&c, "c", &out, &st, &[]).spawn().unwrap();
     std::thread::sleep(Duration::from_secs(2));
@@ -207,6 +227,7 @@ fn three_brokers_partition_leader_killed() {
     let c = Cluster::start("three", 3, 49092);
     let tmp = tempfile::tempdir().unwrap();
     let producer = produce(&c, "d", 100_000, 4, &["--partitions", "4", "--replication", "3", "--rate", "20000"]);
+    wait_topic(&c, "d", 4);
     let (out, st) = (tmp.path().join("d-out"), tmp.path().join("d-state"));
     let live = job(&c, "d", &out, &st, &[]).spawn().unwrap();
     std::thread::sleep(Duration::from_secs(2));
