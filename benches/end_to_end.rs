@@ -14,13 +14,23 @@ use std::sync::Arc;
 use std::time::Instant;
 
 fn main() {
-    let count: u64 = std::env::var("BENCH_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let count: u64 = std::env::var("BENCH_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap();
     for rate in [10.0, 10_000.0] {
         let file = dir.path().join(format!("in-{rate}.jsonl"));
         {
             let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
-            for r in Generator::new(GenConfig { count, seed: 1, rate_per_minute: rate, late_fraction: 0.01, bad_fraction: 0.01, ..GenConfig::default() }) {
+            for r in Generator::new(GenConfig {
+                count,
+                seed: 1,
+                rate_per_minute: rate,
+                late_fraction: 0.01,
+                bad_fraction: 0.01,
+                ..GenConfig::default()
+            }) {
                 w.write_all(&r.value).unwrap();
                 w.write_all(b"\n").unwrap();
             }
@@ -38,16 +48,24 @@ fn main() {
         println!("--- event rate {rate} invoices/minute ---");
         let t = Instant::now();
         let mut n = 0u64;
-        let mut reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&file).unwrap());
+        let mut reader =
+            std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&file).unwrap());
         let mut line = Vec::new();
         while reader.read_until(b'\n', &mut line).unwrap() > 0 {
-            if serde_json::from_slice::<serde::de::IgnoredAny>(line.strip_suffix(b"\n").unwrap_or(&line)).is_ok() {
+            if serde_json::from_slice::<serde::de::IgnoredAny>(
+                line.strip_suffix(b"\n").unwrap_or(&line),
+            )
+            .is_ok()
+            {
                 n += 1;
             }
             line.clear();
         }
         assert!(n > 0);
-        report("bare serde_json parse (IgnoredAny), ceiling", t.elapsed().as_secs_f64());
+        report(
+            "bare serde_json parse (IgnoredAny), ceiling",
+            t.elapsed().as_secs_f64(),
+        );
 
         let out = dir.path().join(format!("out-{rate}"));
         let state = dir.path().join(format!("state-{rate}"));
@@ -55,6 +73,9 @@ fn main() {
         let t = Instant::now();
         let mut src = FileSource::open(&file).unwrap();
         let s = job::run(&cfg, &mut src, Arc::new(AtomicBool::new(false))).unwrap();
-        report(&format!("run --input, end to end ({} files)", s.files_written), t.elapsed().as_secs_f64());
+        report(
+            &format!("run --input, end to end ({} files)", s.files_written),
+            t.elapsed().as_secs_f64(),
+        );
     }
 }

@@ -8,7 +8,13 @@ use retail_kpi::invoice::{parse_invoice, Limits};
 use retail_kpi::record::SourceRecord;
 
 fn records(n: u64) -> Vec<Vec<u8>> {
-    Generator::new(GenConfig { count: n, seed: 9, ..GenConfig::default() }).map(|r| r.value).collect()
+    Generator::new(GenConfig {
+        count: n,
+        seed: 9,
+        ..GenConfig::default()
+    })
+    .map(|r| r.value)
+    .collect()
 }
 
 fn hot_path(c: &mut Criterion) {
@@ -36,7 +42,12 @@ fn hot_path(c: &mut Criterion) {
             || Engine::new(EngineConfig::default()),
             |mut e| {
                 for (i, r) in recs.iter().enumerate() {
-                    e.process(SourceRecord { partition: 0, offset: i as i64, timestamp_ms: None, value: r });
+                    e.process(SourceRecord {
+                        partition: 0,
+                        offset: i as i64,
+                        timestamp_ms: None,
+                        value: r,
+                    });
                 }
                 e
             },
@@ -44,7 +55,11 @@ fn hot_path(c: &mut Criterion) {
         )
     });
     g.finish();
-    eprintln!("({} records, {:.0} bytes each on average)", recs.len(), bytes as f64 / recs.len() as f64);
+    eprintln!(
+        "({} records, {:.0} bytes each on average)",
+        recs.len(),
+        bytes as f64 / recs.len() as f64
+    );
 }
 
 criterion_group!(benches, hot_path);

@@ -308,7 +308,9 @@ struct SourceFailure(#[from] retail_kpi::kafka::KafkaSourceError);
 fn dispatch(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Generate { generator: g, rate } => {
-            let cfg = g.config(rate, false).map_err(|e| ConfigError(format!("{e:#}")))?;
+            let cfg = g
+                .config(rate, false)
+                .map_err(|e| ConfigError(format!("{e:#}")))?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
             for rec in Generator::new(cfg) {
@@ -320,7 +322,10 @@ fn dispatch(cmd: Command) -> anyhow::Result<()> {
         }
         Command::Run(r) => run_job(r),
         Command::Produce(p) => {
-            let gen = p.generator.config(p.event_rate, true).map_err(|e| ConfigError(format!("{e:#}")))?;
+            let gen = p
+                .generator
+                .config(p.event_rate, true)
+                .map_err(|e| ConfigError(format!("{e:#}")))?;
             let cfg = retail_kpi::kafka::ProduceConfig {
                 brokers: p.brokers,
                 topic: p.topic,
@@ -330,7 +335,8 @@ fn dispatch(cmd: Command) -> anyhow::Result<()> {
                 properties: p.kafka_property,
             };
             let started = std::time::Instant::now();
-            let n = retail_kpi::kafka::produce(&cfg, Generator::new(gen), stop_flag()?).map_err(SourceFailure)?;
+            let n = retail_kpi::kafka::produce(&cfg, Generator::new(gen), stop_flag()?)
+                .map_err(SourceFailure)?;
             let secs = started.elapsed().as_secs_f64();
             tracing::info!(records = n, topic = %cfg.topic, seconds = format!("{secs:.3}"), "produced");
             Ok(())
@@ -365,7 +371,10 @@ fn run_job(r: RunArgs) -> anyhow::Result<()> {
     let mut source: Box<dyn retail_kpi::source::Source> = match (&r.input, &r.brokers) {
         (Some(input), _) => Box::new(FileSource::open(input)?),
         (None, Some(brokers)) => {
-            let topic = r.topic.clone().expect("clap requires --topic with --brokers");
+            let topic = r
+                .topic
+                .clone()
+                .expect("clap requires --topic with --brokers");
             let mut k = retail_kpi::kafka::KafkaConfig::new(brokers, &topic);
             k.until_end = r.until.is_some();
             k.start = r.start;

@@ -138,7 +138,10 @@ mod tests {
     #[test]
     fn the_spec_line_exactly() {
         // 345.67 / 12 = 28.805833.. -> 28.8058; 1/12 = 0.08333 -> 0.0833
-        let w = WindowAgg { world: agg(12, 1, 3_456_700, 87), ..WindowAgg::default() };
+        let w = WindowAgg {
+            world: agg(12, 1, 3_456_700, 87),
+            ..WindowAgg::default()
+        };
         let start = 1_600_426_500; // 2020-09-18T10:55:00Z
         let got = String::from_utf8(render_bucket(Family::Time, &[(start, &w)])).unwrap();
         assert_eq!(

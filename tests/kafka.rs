@@ -45,11 +45,20 @@ impl Cluster {
 
     fn start(name: &str, brokers: u32, port_base: u16) -> Cluster {
         for tool in ["java", "mvn"] {
-            let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
+            let found = Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {tool}"))
+                .output()
+                .is_ok_and(|o| o.status.success());
             assert!(found, "`{tool}` is missing: these tests run real Kafka brokers; install Java 17 and Maven (apt-get install openjdk-17-jre-headless maven)");
         }
-        let dir = std::env::temp_dir().join(format!("retail-kpi-test-{name}-{}", std::process::id()));
-        let mut c = Cluster { dir, port_base, bootstrap: String::new() };
+        let dir =
+            std::env::temp_dir().join(format!("retail-kpi-test-{name}-{}", std::process::id()));
+        let mut c = Cluster {
+            dir,
+            port_base,
+            bootstrap: String::new(),
+        };
         c.script(&["start", "--brokers", &brokers.to_string()]);
         c.bootstrap = c.script(&["bootstrap"]).trim().to_owned();
         c
@@ -68,8 +77,25 @@ impl Drop for Cluster {
 
 fn produce(c: &Cluster, topic: &str, count: u64, seed: u64, extra: &[&str]) -> Child {
     Command::new(BIN)
-        .args(["produce", "--brokers", &c.bootstrap, "--topic", topic, "--count", &count.to_string(), "--seed", &seed.to_string()])
-        .args(["--late-fraction", "0.01", "--bad-fraction", "0.01", "--event-rate", "600"])
+        .args([
+            "produce",
+            "--brokers",
+            &c.bootstrap,
+            "--topic",
+            topic,
+            "--count",
+            &count.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .args([
+            "--late-fraction",
+            "0.01",
+            "--bad-fraction",
+            "0.01",
+            "--event-rate",
+            "600",
+        ])
         .args(extra)
         .stderr(Stdio::null())
         .spawn()
@@ -78,12 +104,17 @@ fn produce(c: &Cluster, topic: &str, count: u64, seed: u64, extra: &[&str]) -> C
 
 /// Waits until the topic exists with all its partitions, as the producer creates it.
 fn wait_topic(c: &Cluster, topic: &str, partitions: usize) {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &c.bootstrap).create().unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &c.bootstrap)
+        .create()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
             let ok = md.topics().iter().any(|t| {
-                t.error().is_none() && t.partitions().len() == partitions && t.partitions().iter().all(|p| p.leader() >= 0)
+                t.error().is_none()
+                    && t.partitions().len() == partitions
+                    && t.partitions().iter().all(|p| p.leader() >= 0)
             });
             if ok {
                 return;
@@ -101,21 +132,31 @@ fn wait_ok(mut child: Child, what: &str) {
 
 fn job(c: &Cluster, topic: &str, out: &Path, state: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--brokers", &c.bootstrap, "--topic", topic, "--checkpoint-interval", "200ms"])
-        // The idle rule is the only timing-dependent part of the output; keep it out.
-        .args(["--idle-timeout", "1h"])
-        .arg("--out")
-        .arg(out)
-        .arg("--state")
-        .arg(state)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "run",
+        "--brokers",
+        &c.bootstrap,
+        "--topic",
+        topic,
+        "--checkpoint-interval",
+        "200ms",
+    ])
+    // The idle rule is the only timing-dependent part of the output; keep it out.
+    .args(["--idle-timeout", "1h"])
+    .arg("--out")
+    .arg(out)
+    .arg("--state")
+    .arg(state)
+    .args(extra)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     cmd
 }
 
 fn backfill(c: &Cluster, topic: &str, out: &Path, state: &Path) {
-    let st = job(c, topic, out, state, &["--until", "end", "--close-at-end"]).status().unwrap();
+    let st = job(c, topic, out, state, &["--until", "end", "--close-at-end"])
+        .status()
+        .unwrap();
     assert!(st.success(), "backfill failed: {st}");
 }
 
@@ -136,21 +177,29 @@ fn read_back(c: &Cluster, topic: &str) -> Vec<RefRecord> {
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .unwrap();
     let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
     let mut ends = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for &p in &parts {
-        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(30)).unwrap();
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(30))
+            .unwrap();
         ends.insert(p, high);
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let mut next: BTreeMap<i32, i64> = parts.iter().map(|&p| (p, 0)).collect();
     let deadline = Instant::now() + Duration::from_secs(300);
     while next.iter().any(|(p, n)| *n < ends[p]) {
-        assert!(Instant::now() < deadline, "reading the topic back timed out");
+        assert!(
+            Instant::now() < deadline,
+            "reading the topic back timed out"
+        );
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             next.insert(m.partition(), m.offset() + 1);
             out.push(RefRecord {
@@ -166,11 +215,19 @@ fn read_back(c: &Cluster, topic: &str) -> Vec<RefRecord> {
 
 fn check(c: &Cluster, topic: &str, out: &Path, expected_count: usize) {
     let records = read_back(c, topic);
-    assert_eq!(records.len(), expected_count, "the topic holds a different number of records");
+    assert_eq!(
+        records.len(),
+        expected_count,
+        "the topic holds a different number of records"
+    );
     let expected = reference(&records, &RefConfig::default());
     let got = harness::kpi_files(out);
     assert!(!got.is_empty());
-    assert!(got == expected.files, "job vs reference:\n{}", harness::diff(&got, &expected.files));
+    assert!(
+        got == expected.files,
+        "job vs reference:\n{}",
+        harness::diff(&got, &expected.files)
+    );
     assert_eq!(harness::rejected(out), expected.rejected);
 }
 
@@ -187,13 +244,22 @@ fn single_broker_backfill_kills_and_broker_restart() {
     let tmp = tempfile::tempdir().unwrap();
 
     // (a) 200,000 invoices over 4 partitions, one backfill.
-    wait_ok(produce(&c, "a", 200_000, 1, &["--partitions", "4"]), "produce");
+    wait_ok(
+        produce(&c, "a", 200_000, 1, &["--partitions", "4"]),
+        "produce",
+    );
     let (out, st) = (tmp.path().join("a-out"), tmp.path().join("a-state"));
     backfill(&c, "a", &out, &st);
     check(&c, "a", &out, 200_000);
 
     // (b) the live job killed with SIGKILL several times while the producer runs.
-    let producer = produce(&c, "b", 100_000, 2, &["--partitions", "4", "--rate", "20000"]);
+    let producer = produce(
+        &c,
+        "b",
+        100_000,
+        2,
+        &["--partitions", "4", "--rate", "20000"],
+    );
     wait_topic(&c, "b", 4);
     let (out, st) = (tmp.path().join("b-out"), tmp.path().join("b-state"));
     let mut kills = 0;
@@ -210,7 +276,13 @@ fn single_broker_backfill_kills_and_broker_restart() {
     check(&c, "b", &out, 100_000);
 
     // (c) the single broker restarted while the producer and the live job run.
-    let producer = produce(&c, "c", 100_000, 3, &["--partitions", "4", "--rate", "20000"]);
+    let producer = produce(
+        &c,
+        "c",
+        100_000,
+        3,
+        &["--partitions", "4", "--rate", "20000"],
+    );
     wait_topic(&c, "c", 4);
     let (out, st) = (tmp.path().join("c-out"), tmp.path().join("c-state"));
     let live = job(&c, "c", &out, &st, &[]).spawn().unwrap();
@@ -226,7 +298,13 @@ fn single_broker_backfill_kills_and_broker_restart() {
 fn three_brokers_partition_leader_killed() {
     let c = Cluster::start("three", 3, 49092);
     let tmp = tempfile::tempdir().unwrap();
-    let producer = produce(&c, "d", 100_000, 4, &["--partitions", "4", "--replication", "3", "--rate", "20000"]);
+    let producer = produce(
+        &c,
+        "d",
+        100_000,
+        4,
+        &["--partitions", "4", "--replication", "3", "--rate", "20000"],
+    );
     wait_topic(&c, "d", 4);
     let (out, st) = (tmp.path().join("d-out"), tmp.path().join("d-state"));
     let live = job(&c, "d", &out, &st, &[]).spawn().unwrap();

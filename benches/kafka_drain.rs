@@ -1,0 +1,123 @@
+//! Draining a Kafka topic: the job as a backfill (`--until end --close-at-end`, checkpoints
+//! on, files written) against a bare rdkafka consumer that only counts messages, in the
+//! same run. Needs a broker: start one with `scripts/kafka start`, then
+//!
+//! `BENCH_BROKERS=127.0.0.1:19092 cargo bench --bench kafka_drain` (BENCH_COUNT, default
+//! 2,000,000 invoices, produced into topic `bench-drain-<count>` if it is not there yet).
+//! Without BENCH_BROKERS it says so and does nothing.
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use retail_kpi::generate::{GenConfig, Generator};
+use retail_kpi::job::{self, JobConfig};
+use retail_kpi::kafka::{produce, KafkaConfig, KafkaSource, ProduceConfig};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let Ok(brokers) = std::env::var("BENCH_BROKERS") else {
+        eprintln!("kafka_drain: set BENCH_BROKERS=HOST:PORT (scripts/kafka start) to run it");
+        return;
+    };
+    let count: u64 = std::env::var("BENCH_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let topic = format!("bench-drain-{count}");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "bench-bare")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "4194304")
+        .set("queued.min.messages", "200000")
+        .create()
+        .unwrap();
+    let have: i64 = consumer
+        .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        .ok()
+        .and_then(|md| {
+            md.topics().first().map(|t| {
+                t.partitions()
+                    .iter()
+                    .map(|p| {
+                        consumer
+                            .fetch_watermarks(&topic, p.id(), Duration::from_secs(10))
+                            .map_or(0, |(l, h)| h - l)
+                    })
+                    .sum()
+            })
+        })
+        .unwrap_or(0);
+    if have < count as i64 {
+        eprintln!("producing {count} invoices into {topic}...");
+        let cfg = ProduceConfig {
+            brokers: brokers.clone(),
+            topic: topic.clone(),
+            partitions: 4,
+            replication: 1,
+            rate: None,
+            properties: vec![],
+        };
+        let gen = Generator::new(GenConfig {
+            count,
+            seed: 11,
+            rate_per_minute: 600.0,
+            late_fraction: 0.01,
+            bad_fraction: 0.01,
+            broker_timestamps: true,
+            ..GenConfig::default()
+        });
+        produce(&cfg, gen, Arc::new(AtomicBool::new(false))).unwrap();
+    }
+
+    // Bare consumer: count every message up to the end offsets.
+    let md = consumer
+        .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    let mut bytes = 0u64;
+    for p in md.topics()[0].partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(&topic, p.id(), Duration::from_secs(10))
+            .unwrap();
+        remaining += high - low;
+        tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    let total = remaining;
+    consumer.assign(&tpl).unwrap();
+    let t = Instant::now();
+    while remaining > 0 {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            bytes += m.payload().map_or(0, |p| p.len() as u64);
+            remaining -= 1;
+        }
+    }
+    let bare = t.elapsed().as_secs_f64();
+    drop(consumer);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = JobConfig::new(dir.path().join("out"), dir.path().join("state"));
+    cfg.close_at_end = true;
+    let mut k = KafkaConfig::new(&brokers, &topic);
+    k.until_end = true;
+    let mut src = KafkaSource::connect(k).unwrap();
+    let t = Instant::now();
+    let s = job::run(&cfg, &mut src, Arc::new(AtomicBool::new(false))).unwrap();
+    let jobt = t.elapsed().as_secs_f64();
+    assert_eq!(s.records as i64, total);
+    let rate = |secs: f64| total as f64 / secs;
+    println!("bare rdkafka consumer (count only)   {:>10.0} records/s {:>7.1} MB/s ({total} records, {bare:.2} s)", rate(bare), bytes as f64 / bare / 1e6);
+    println!(
+        "retail-kpi backfill (checkpoints, {} files) {:>10.0} records/s {:>7.1} MB/s ({jobt:.2} s)",
+        s.files_written,
+        rate(jobt),
+        bytes as f64 / jobt / 1e6
+    );
+    println!("job / bare = {:.2}", bare / jobt);
+}
