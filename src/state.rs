@@ -155,23 +155,27 @@ impl Store {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(folder_err(e)),
         }
-        let fresh = !path.join("CURRENT").exists();
+        let exists = path.join("CURRENT").exists();
         let mut opts = Options::default();
-        opts.create_if_missing(fresh);
-        opts.create_missing_column_families(fresh);
+        // A job killed during the very first open can leave a store with only some of our
+        // column families and no schema version: creating the missing ones finishes that
+        // initialisation. A store holding a family that is not ours is someone else's.
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
         // Checkpoints are small and synced; a modest memtable keeps memory flat.
         opts.set_write_buffer_size(16 << 20);
         opts.set_max_open_files(256);
         opts.set_keep_log_file_num(3);
-        if !fresh {
+        if exists {
             let existing = DB::list_cf(&opts, path).map_err(|e| open_error(path, e))?;
-            for cf in COLUMN_FAMILIES {
-                if !existing.iter().any(|c| c == cf) {
-                    return Err(StateError::Foreign {
-                        path: path.into(),
-                        why: format!("column family `{cf}` is missing (found {existing:?})"),
-                    });
-                }
+            if let Some(other) = existing
+                .iter()
+                .find(|c| *c != "default" && !COLUMN_FAMILIES.contains(&c.as_str()))
+            {
+                return Err(StateError::Foreign {
+                    path: path.into(),
+                    why: format!("it has a column family `{other}` that retail-kpi never writes"),
+                });
             }
         }
         let cfs = COLUMN_FAMILIES
@@ -187,7 +191,7 @@ impl Store {
             _lock: lock,
         };
         match store.schema_version()? {
-            None if fresh => {
+            None if store.is_empty()? => {
                 let mut b = WriteBatch::default();
                 b.put_cf(store.cf(CF_META), KEY_SCHEMA, SCHEMA_VERSION.to_be_bytes());
                 store.write(b)?;
@@ -212,6 +216,21 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// No key in any family: a new store, or one whose first open was cut short.
+    fn is_empty(&self) -> Result<bool, StateError> {
+        for cf in COLUMN_FAMILIES {
+            if let Some(item) = self
+                .db
+                .iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start)
+                .next()
+            {
+                item.map_err(|e| self.read_err(e))?;
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -516,6 +535,36 @@ mod tests {
         );
         assert!(r.ready_buckets.is_empty());
         assert!(r.pending_rejected.is_empty());
+    }
+
+    /// Regression: a job killed during its very first open left only some column
+    /// families and no schema version; the restart refused the store as foreign.
+    #[test]
+    fn a_first_open_cut_short_is_finished_on_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            DB::open_cf(&opts, dir.path(), [CF_META]).unwrap();
+        }
+        let s = Store::open(dir.path()).expect("the half-created store opens");
+        assert_eq!(s.schema_version().unwrap(), Some(SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn a_store_with_foreign_families_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            DB::open_cf(&opts, dir.path(), ["someone_elses"]).unwrap();
+        }
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StateError::Foreign { .. })
+        ));
     }
 
     #[test]
