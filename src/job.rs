@@ -173,32 +173,41 @@ fn render_due(
     sink: &FileSink,
     summary: &mut RunSummary,
 ) -> Result<(), JobError> {
-    let mut done = Vec::new();
+    // Everything due is written in one batch, then recorded in the engine for the next
+    // checkpoint; a crash in between writes the same bytes again on restart.
+    let mut files = Vec::new();
+    let mut buckets = Vec::new();
     for (bucket, windows) in engine.ready_buckets() {
         let name = crate::event_time::bucket_name(bucket);
         for family in Family::BOTH {
             let bytes = render_bucket(family, &windows);
-            if bytes.is_empty() {
-                continue;
+            if !bytes.is_empty() {
+                files.push((format!("{}/{name}.json", family.folder()), bytes));
             }
-            if sink.write(&format!("{}/{name}.json", family.folder()), &bytes)? == Written::New {
-                summary.files_written += 1;
-            }
-            crate::failpoint!("render.between_files");
         }
-        done.push(bucket);
+        buckets.push(bucket);
     }
-    for b in done {
+    let kpi_files = files.len();
+    let mut rejected = Vec::new();
+    for (seq, records) in engine.pending_rejected() {
+        files.push((
+            format!("rejected/ckpt-{seq:012}.jsonl"),
+            render_rejected(records),
+        ));
+        rejected.push(*seq);
+    }
+    if files.is_empty() {
+        return Ok(());
+    }
+    let written = sink.write_batch(&files)?;
+    summary.files_written += written[..kpi_files]
+        .iter()
+        .filter(|w| **w == Written::New)
+        .count() as u64;
+    for b in buckets {
         engine.mark_bucket_rendered(b);
     }
-    let mut done = Vec::new();
-    for (seq, records) in engine.pending_rejected() {
-        let bytes = render_rejected(records);
-        sink.write(&format!("rejected/ckpt-{seq:012}.jsonl"), &bytes)?;
-        crate::failpoint!("render.between_files");
-        done.push(*seq);
-    }
-    for s in done {
+    for s in rejected {
         engine.mark_rejected_rendered(s);
     }
     crate::failpoint!("render.after_rename_before_record");

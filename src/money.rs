@@ -53,6 +53,45 @@ impl Money {
     /// Works on the text rather than on an `f64` so that `0.30000000000000004` is seen for
     /// what it is (too precise) while `1.10000` is accepted; exponents are honoured by value.
     pub fn parse_price(text: &str) -> Result<Money, PriceError> {
+        if let Some(m) = Self::parse_plain_price(text.as_bytes()) {
+            return Ok(m);
+        }
+        Self::parse_price_general(text)
+    }
+
+    /// The common case without allocation: `D{1,10}[.D{1,4}]`, no sign, no exponent.
+    /// Anything else (or above the limit) goes to the general parser, which knows why.
+    #[inline]
+    fn parse_plain_price(b: &[u8]) -> Option<Money> {
+        let dot = b.iter().position(|&c| c == b'.').unwrap_or(b.len());
+        let (int, frac) = (&b[..dot], b.get(dot + 1..).unwrap_or(&[]));
+        if int.is_empty() || int.len() > 10 || frac.len() > 4 || (dot < b.len() && frac.is_empty())
+        {
+            return None;
+        }
+        if int.len() > 1 && int[0] == b'0' {
+            return None; // not JSON; let the general parser refuse it
+        }
+        let mut v: i128 = 0;
+        for &c in int {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + (c - b'0') as i128;
+        }
+        let mut f: i128 = 0;
+        for &c in frac {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            f = f * 10 + (c - b'0') as i128;
+        }
+        f *= 10i128.pow(4 - frac.len() as u32);
+        let m = v * SCALE + f;
+        (m <= MAX_UNIT_PRICE).then_some(Money(m))
+    }
+
+    fn parse_price_general(text: &str) -> Result<Money, PriceError> {
         let b = text.as_bytes();
         let mut i = 0;
         let negative = b.first() == Some(&b'-');
@@ -239,6 +278,37 @@ mod tests {
         assert_eq!(p("-0.0001"), Err(PriceError::Negative));
         assert_eq!(p("\"1\""), Err(PriceError::NotANumber));
         assert_eq!(p("1."), Err(PriceError::NotANumber));
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_general_parser() {
+        for t in [
+            "0",
+            "7",
+            "4.95",
+            "0.42",
+            "12.5",
+            "1.0000",
+            "999999999.9999",
+            "1000000000",
+            "1000000000.0",
+            "1000000000.0001",
+            "0.1",
+            "10.01",
+        ] {
+            assert_eq!(Money::parse_price(t), Money::parse_price_general(t), "{t}");
+        }
+        assert_eq!(Money::parse_plain_price(b"1000000000.0001"), None);
+        assert_eq!(Money::parse_plain_price(b"1.12345"), None);
+        assert_eq!(Money::parse_plain_price(b"-1"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_and_general_parsers_agree(int in 0u64..20_000_000_000, frac in "[0-9]{0,6}") {
+            let t = if frac.is_empty() { int.to_string() } else { format!("{int}.{frac}") };
+            proptest::prop_assert_eq!(Money::parse_price(&t), Money::parse_price_general(&t));
+        }
     }
 
     #[test]
