@@ -51,6 +51,8 @@ pub enum KafkaSourceError {
     Consume(KafkaError),
     #[error("Kafka producer error: {0}")]
     Produce(KafkaError),
+    #[error("the producer delivered nothing for {waited:?} with {in_flight} records still queued; check the brokers (scripts/kafka status), then produce again (records already delivered would then be sent twice)")]
+    Stalled { in_flight: i32, waited: Duration },
     #[error("cannot create topic `{topic}`: {reason}")]
     CreateTopic { topic: String, reason: String },
 }
@@ -455,6 +457,9 @@ impl Source for KafkaSource {
     }
 }
 
+/// How long `produce` waits for the brokers to take anything before it gives up.
+const STALL_LIMIT: Duration = Duration::from_secs(180);
+
 /// Settings of `retail-kpi produce`.
 #[derive(Debug, Clone)]
 pub struct ProduceConfig {
@@ -580,15 +585,25 @@ pub fn produce(
             producer.poll(Duration::ZERO);
         }
     }
-    // Delivery of everything queued, through outages included.
+    // Delivery of everything queued, through outages included; but a producer that makes
+    // no progress at all for STALL_LIMIT is reported rather than waited for for ever.
+    let mut last_in_flight = producer.in_flight_count();
+    let mut last_progress = Instant::now();
     loop {
         match producer.flush(Duration::from_secs(10)) {
             Ok(()) => break,
             Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {
-                tracing::info!(
-                    in_flight = producer.in_flight_count(),
-                    "waiting for the brokers to take the rest"
-                );
+                let in_flight = producer.in_flight_count();
+                if in_flight < last_in_flight {
+                    last_in_flight = in_flight;
+                    last_progress = Instant::now();
+                } else if last_progress.elapsed() >= STALL_LIMIT {
+                    return Err(KafkaSourceError::Stalled {
+                        in_flight,
+                        waited: STALL_LIMIT,
+                    });
+                }
+                tracing::info!(in_flight, "waiting for the brokers to take the rest");
             }
             Err(e) => return Err(KafkaSourceError::Produce(e)),
         }
