@@ -345,6 +345,8 @@ impl Source for KafkaSource {
         }
         let mut n = 0;
         let mut wait = self.cfg.poll_wait;
+        // One clock reading per batch: the idle rule needs no finer time than a poll.
+        let batch_time = Instant::now();
         while n < max {
             let Some(res) = self.consumer.poll(wait) else {
                 break;
@@ -362,7 +364,7 @@ impl Source for KafkaSource {
                         continue;
                     }
                     t.next = Some(m.offset() + 1);
-                    t.last_record = Some(Instant::now());
+                    t.last_record = Some(batch_time);
                     t.confirmed_end = None;
                     if t.end.is_some_and(|e| m.offset() + 1 >= e) {
                         t.done = true;
