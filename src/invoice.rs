@@ -152,8 +152,8 @@ impl<'de> Visitor<'de> for InvoiceVisitor<'_> {
         let mut timestamp: Option<(Cow<'de, str>, EventTime)> = None;
         let mut kind: Option<Kind> = None;
         let mut items: Option<ItemTotals> = None;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match key.as_ref() {
+        while let Some(key) = map.next_key::<Str<'de>>()? {
+            match key.0.as_ref() {
                 "invoice_no" => {
                     self.field.set("invoice_no");
                     if invoice_no.is_some() {
@@ -167,7 +167,7 @@ impl<'de> Visitor<'de> for InvoiceVisitor<'_> {
                     if country.is_some() {
                         return Err(dup("country"));
                     }
-                    let c: Cow<'de, str> = map.next_value()?;
+                    let Str(c) = map.next_value()?;
                     country =
                         Some(trim_cow(c).ok_or_else(|| {
                             de::Error::custom("is empty after trimming white space")
@@ -178,7 +178,7 @@ impl<'de> Visitor<'de> for InvoiceVisitor<'_> {
                     if timestamp.is_some() {
                         return Err(dup("timestamp"));
                     }
-                    let t: Cow<'de, str> = map.next_value()?;
+                    let Str(t) = map.next_value()?;
                     let et = parse_timestamp(&t)
                         .map_err(|e| de::Error::custom(format_args!("{t:?} {e}")))?;
                     timestamp = Some((t, et));
@@ -188,7 +188,7 @@ impl<'de> Visitor<'de> for InvoiceVisitor<'_> {
                     if kind.is_some() {
                         return Err(dup("type"));
                     }
-                    let t: Cow<'de, str> = map.next_value()?;
+                    let Str(t) = map.next_value()?;
                     kind = Some(match t.as_ref() {
                         "ORDER" => Kind::Order,
                         "RETURN" => Kind::Return,
@@ -343,6 +343,33 @@ impl<'de> DeserializeSeed<'de> for ItemSeed<'_> {
     }
 }
 
+/// A string borrowed from the record when it has no escapes. serde's own `Cow<str>`
+/// always allocates (it borrows only under a derive's `#[serde(borrow)]`), which cost an
+/// allocation per key and per string value on the hot path.
+struct Str<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Str<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Str<'de>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// Accepts any JSON string without keeping it: SKU and title must be strings, nothing more.
 struct AnyStr;
 
@@ -373,8 +400,8 @@ impl<'de> Visitor<'de> for ItemSeed<'_> {
         let (mut sku, mut title) = (false, false);
         let mut price: Option<Money> = None;
         let mut qty: Option<u64> = None;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match key.as_ref() {
+        while let Some(key) = map.next_key::<Str<'de>>()? {
+            match key.0.as_ref() {
                 "SKU" => {
                     self.field.set("items[].SKU");
                     if sku {
