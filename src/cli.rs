@@ -1,20 +1,26 @@
-//! The command line: flags (then `RETAIL_KPI_*` environment) into settings, and errors into
-//! exit codes. The binary's edge: the only place that uses `anyhow`.
+//! The command line: flags, then `RETAIL_KPI_*` environment, then the settings file, then
+//! defaults, into settings; and errors into exit codes. The binary's edge: the only place
+//! that uses `anyhow`.
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use retail_kpi::config::{self as settings_file, FileSettings, Redactor, SettingsError};
 use retail_kpi::engine::EngineConfig;
 use retail_kpi::event_time::NANOS_PER_SEC;
 use retail_kpi::file_source::FileSource;
 use retail_kpi::generate::{parse_start, GenConfig, Generator};
 use retail_kpi::invoice::Limits;
 use retail_kpi::job::{self, JobConfig, JobError};
+use retail_kpi::metrics::{Metrics, MetricsError};
 use retail_kpi::state::{StateError, Store};
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Exit codes (README "Exit codes").
@@ -39,20 +45,14 @@ pub mod exit {
     about = "Exact sales KPIs per minute, from Kafka or JSON lines, exactly once"
 )]
 struct Cli {
-    /// Log format on standard error.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "human",
-        env = "RETAIL_KPI_LOG_FORMAT"
-    )]
-    log_format: LogFormat,
+    /// Log format on standard error [default: human; `log_format` in the settings file].
+    #[arg(long, global = true, value_enum, env = "RETAIL_KPI_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum LogFormat {
     Human,
     Json,
@@ -77,6 +77,18 @@ enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// Check the settings of a run.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print the effective settings of `run` with the same flags, environment and settings
+    /// file, where each comes from, secrets masked; fails (exit 2) where `run` would.
+    Check(RunArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -140,23 +152,28 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 60s, 500ms, 1h)"))
 }
 
+/// The flags of `run` (and `config check`). A flag left out falls back to its
+/// `RETAIL_KPI_*` variable, then to the settings file, then to the default shown; which
+/// came from where is read from clap's value sources (see `Settings::resolve`).
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["input", "brokers"])))]
 struct RunArgs {
+    /// TOML settings file (keys: the long flag names with `_`; a `[kafka]` table).
+    #[arg(long, env = "RETAIL_KPI_CONFIG")]
+    config: Option<PathBuf>,
     /// JSON-lines input; `-` reads standard input.
     #[arg(long, env = "RETAIL_KPI_INPUT")]
     input: Option<PathBuf>,
-    /// Kafka bootstrap servers (HOST:PORT[,HOST:PORT...]).
-    #[arg(long, env = "RETAIL_KPI_BROKERS", requires = "topic")]
+    /// Kafka bootstrap servers (HOST:PORT[,HOST:PORT...]); needs --topic.
+    #[arg(long, env = "RETAIL_KPI_BROKERS")]
     brokers: Option<String>,
     /// Kafka topic to read.
     #[arg(long, env = "RETAIL_KPI_TOPIC")]
     topic: Option<String>,
-    /// `end`: a bounded run up to the end offsets found at start.
-    #[arg(long, value_parser = ["end"], requires = "brokers")]
+    /// `end`: a bounded run up to the end offsets found at start (Kafka only).
+    #[arg(long, value_parser = ["end"], env = "RETAIL_KPI_UNTIL")]
     until: Option<String>,
     /// With `--until end`: close every window at the end (a backfill).
-    #[arg(long, requires = "until")]
+    #[arg(long)]
     close_at_end: bool,
     /// Where a partition without a committed offset starts.
     #[arg(long, value_enum, default_value = "earliest", env = "RETAIL_KPI_START")]
@@ -167,15 +184,20 @@ struct RunArgs {
     /// Consumer group under which offsets are committed for lag monitoring only.
     #[arg(long, env = "RETAIL_KPI_GROUP_ID")]
     group_id: Option<String>,
-    /// librdkafka property passed through, e.g. -X security.protocol=SASL_SSL (repeatable).
+    /// Longest wait at start for the brokers to give the topic's metadata; then exit 5.
+    #[arg(long, default_value = "30s", value_parser = duration, env = "RETAIL_KPI_CONNECT_TIMEOUT")]
+    connect_timeout: Duration,
+    /// librdkafka property passed through, e.g. -X security.protocol=SASL_SSL (repeatable;
+    /// wins over the same key in the settings file's `[kafka]` table). Secrets given here
+    /// show in the process list: put them in the settings file.
     #[arg(short = 'X', value_parser = kv)]
     kafka_property: Vec<(String, String)>,
     /// Folder of the output files.
     #[arg(long, env = "RETAIL_KPI_OUT")]
-    out: PathBuf,
+    out: Option<PathBuf>,
     /// Folder of the state store (RocksDB).
     #[arg(long, env = "RETAIL_KPI_STATE")]
-    state: PathBuf,
+    state: Option<PathBuf>,
     /// Grace for late invoices.
     #[arg(long, default_value = "60s", value_parser = duration, env = "RETAIL_KPI_GRACE")]
     grace: Duration,
@@ -195,6 +217,17 @@ struct RunArgs {
     /// total_items, is_order, is_return) as JSON lines on standard output.
     #[arg(long)]
     print_invoices: bool,
+    /// Address of /metrics, /healthz and /readyz (HOST:PORT; port 0 picks a free one and
+    /// logs it); `off` serves nothing.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9898",
+        env = "RETAIL_KPI_METRICS_ADDR"
+    )]
+    metrics_addr: String,
+    /// /readyz answers 503 while more records than this are left to read (Kafka).
+    #[arg(long, default_value_t = 10_000, env = "RETAIL_KPI_READY_MAX_LAG")]
+    ready_max_lag: u64,
 }
 
 #[derive(Args, Debug)]
@@ -232,11 +265,32 @@ enum StateCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Back up an older store and migrate it to this build's schema version (a job does
+    /// the same when it starts).
+    Migrate {
+        #[arg(long, env = "RETAIL_KPI_STATE")]
+        state: PathBuf,
+        /// Say what would be done, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Secret values of librdkafka properties, hidden in every log line and error message.
+static REDACTOR: OnceLock<Redactor> = OnceLock::new();
+
+fn redact(text: &str) -> String {
+    REDACTOR
+        .get()
+        .map_or_else(|| text.to_owned(), |r| r.redact(text))
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (cli, matches) = match parsed {
+        Ok(p) => p,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() {
@@ -246,28 +300,478 @@ pub fn main() -> ExitCode {
             });
         }
     };
-    init_logs(cli.log_format);
-    match dispatch(cli.command) {
+    // The settings come before the logs: the settings file may choose the log format, and
+    // its secrets must be known before the first line is written.
+    let settings = match (&cli.command, run_matches(&matches)) {
+        (Command::Run(r), Some(m))
+        | (
+            Command::Config {
+                command: ConfigCommand::Check(r),
+            },
+            Some(m),
+        ) => match Settings::resolve(r, m) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(exit::CONFIG);
+            }
+        },
+        _ => None,
+    };
+    let redactor = match (&settings, &cli.command) {
+        (Some(s), _) => Redactor::new(s.kafka.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        (None, Command::Produce(p)) => Redactor::new(
+            p.kafka_property
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        ),
+        _ => Redactor::default(),
+    };
+    let _ = REDACTOR.set(redactor);
+    let format = cli
+        .log_format
+        .or(settings.as_ref().and_then(|s| s.log_format))
+        .unwrap_or(LogFormat::Human);
+    init_logs(format);
+    match dispatch(cli.command, settings) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
             let code = exit_code(&e);
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            let text = redact(&format!("{e:#}"));
+            tracing::error!("{text}");
+            eprintln!("error: {text}");
             ExitCode::from(code)
         }
     }
 }
 
+/// The matches of `run` or `config check`, whose value sources decide precedence.
+fn run_matches(m: &ArgMatches) -> Option<&ArgMatches> {
+    match m.subcommand()? {
+        ("run", r) => Some(r),
+        ("config", c) => match c.subcommand()? {
+            ("check", r) => Some(r),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn init_logs(format: LogFormat) {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let writer = match REDACTOR.get() {
+        Some(r) if !r.is_empty() => BoxMakeWriter::new(move || RedactedLine {
+            buf: Vec::with_capacity(256),
+            redactor: r,
+        }),
+        _ => BoxMakeWriter::new(std::io::stderr),
+    };
+    // Colours only for a person at a terminal, never in a file or a log collector.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi)
+        .with_writer(writer);
     match format {
         LogFormat::Human => b.init(),
         LogFormat::Json => b.json().init(),
     }
+}
+
+/// One formatted log event, written to standard error with the secrets masked when it is
+/// dropped (the formatter writes each event through a writer of its own).
+struct RedactedLine {
+    buf: Vec<u8>,
+    redactor: &'static Redactor,
+}
+
+impl Write for RedactedLine {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactedLine {
+    fn drop(&mut self) {
+        let text = self.redactor.redact(&String::from_utf8_lossy(&self.buf));
+        let _ = std::io::stderr().write_all(text.as_bytes());
+    }
+}
+
+/// Where a setting's value came from, in order of precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Flag,
+    Env,
+    File,
+    Default,
+}
+
+impl Origin {
+    fn name(self) -> &'static str {
+        match self {
+            Origin::Flag => "flag",
+            Origin::Env => "environment",
+            Origin::File => "settings file",
+            Origin::Default => "default",
+        }
+    }
+}
+
+/// The effective settings of a run, and where each came from. No `Debug`: it holds the
+/// secrets of `kafka`, which `show` masks.
+struct Settings {
+    config: Option<PathBuf>,
+    input: Option<PathBuf>,
+    brokers: Option<String>,
+    topic: Option<String>,
+    until_end: bool,
+    close_at_end: bool,
+    start: retail_kpi::kafka::StartAt,
+    idle_timeout: Duration,
+    group_id: Option<String>,
+    connect_timeout: Duration,
+    out: PathBuf,
+    state: PathBuf,
+    grace: Duration,
+    checkpoint_interval: Duration,
+    max_future_skew: Duration,
+    max_record_bytes: usize,
+    max_items: u64,
+    print_invoices: bool,
+    /// `None`: `off`.
+    metrics_addr: Option<SocketAddr>,
+    ready_max_lag: u64,
+    log_format: Option<LogFormat>,
+    /// librdkafka properties: the file's `[kafka]` table, then `-X` over it.
+    kafka: BTreeMap<String, String>,
+    origins: BTreeMap<&'static str, Origin>,
+    kafka_origins: BTreeMap<String, Origin>,
+    /// The settings file holds secrets that others than its owner may read.
+    file_exposes_secrets: bool,
+}
+
+/// Merges one setting: a flag or variable wins, then the file, then clap's default.
+struct Merge<'a> {
+    m: &'a ArgMatches,
+    origins: BTreeMap<&'static str, Origin>,
+}
+
+impl Merge<'_> {
+    fn given(&self, id: &str) -> Option<Origin> {
+        match self.m.value_source(id) {
+            Some(ValueSource::CommandLine) => Some(Origin::Flag),
+            Some(ValueSource::EnvVariable) => Some(Origin::Env),
+            _ => None,
+        }
+    }
+
+    fn pick<T>(&mut self, id: &'static str, cli: T, file: Option<T>) -> T {
+        let (v, o) = match (self.given(id), file) {
+            (Some(o), _) => (cli, o),
+            (None, Some(f)) => (f, Origin::File),
+            (None, None) => (cli, Origin::Default),
+        };
+        self.origins.insert(id, o);
+        v
+    }
+
+    /// A setting the file gives as text, parsed like its flag.
+    fn pick_parsed<T>(
+        &mut self,
+        id: &'static str,
+        cli: T,
+        file: Option<&str>,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, SettingsError> {
+        let file = match file {
+            Some(text) if self.given(id).is_none() => {
+                Some(parse(text).map_err(|message| SettingsError::Invalid {
+                    key: id.into(),
+                    origin: Origin::File.name().into(),
+                    message,
+                })?)
+            }
+            _ => None,
+        };
+        Ok(self.pick(id, cli, file))
+    }
+}
+
+impl Settings {
+    fn resolve(r: &RunArgs, m: &ArgMatches) -> Result<Settings, SettingsError> {
+        let file = match &r.config {
+            Some(path) => FileSettings::load(path)?,
+            None => FileSettings::default(),
+        };
+        let file_exposes_secrets = r.config.as_deref().is_some_and(|p| file.exposes_secrets(p));
+        let mut g = Merge {
+            m,
+            origins: BTreeMap::new(),
+        };
+        g.origins
+            .insert("config", g.given("config").unwrap_or(Origin::Default));
+        let input = g.pick("input", r.input.clone(), file.input.clone().map(Some));
+        let brokers = g.pick("brokers", r.brokers.clone(), file.brokers.clone().map(Some));
+        let topic = g.pick("topic", r.topic.clone(), file.topic.clone().map(Some));
+        let until = g.pick_parsed(
+            "until",
+            r.until.clone(),
+            file.until.as_deref(),
+            |s| match s {
+                "end" => Ok(Some("end".to_owned())),
+                _ => Err(format!("{s:?} is not `end`")),
+            },
+        )?;
+        let close_at_end = g.pick("close_at_end", r.close_at_end, file.close_at_end);
+        let start = g.pick_parsed("start", r.start, file.start.as_deref(), |s| {
+            <retail_kpi::kafka::StartAt as clap::ValueEnum>::from_str(s, false)
+                .map_err(|_| format!("{s:?} is not `earliest` or `latest`"))
+        })?;
+        let idle_timeout = g.pick_parsed(
+            "idle_timeout",
+            r.idle_timeout,
+            file.idle_timeout.as_deref(),
+            duration,
+        )?;
+        let group_id = g.pick(
+            "group_id",
+            r.group_id.clone(),
+            file.group_id.clone().map(Some),
+        );
+        let connect_timeout = g.pick_parsed(
+            "connect_timeout",
+            r.connect_timeout,
+            file.connect_timeout.as_deref(),
+            duration,
+        )?;
+        let out = g.pick("out", r.out.clone(), file.out.clone().map(Some));
+        let state = g.pick("state", r.state.clone(), file.state.clone().map(Some));
+        let grace = g.pick_parsed("grace", r.grace, file.grace.as_deref(), duration)?;
+        let checkpoint_interval = g.pick_parsed(
+            "checkpoint_interval",
+            r.checkpoint_interval,
+            file.checkpoint_interval.as_deref(),
+            duration,
+        )?;
+        let max_future_skew = g.pick_parsed(
+            "max_future_skew",
+            r.max_future_skew,
+            file.max_future_skew.as_deref(),
+            duration,
+        )?;
+        let max_record_bytes = g.pick(
+            "max_record_bytes",
+            r.max_record_bytes,
+            file.max_record_bytes,
+        );
+        let max_items = g.pick("max_items", r.max_items, file.max_items);
+        let print_invoices = g.pick("print_invoices", r.print_invoices, file.print_invoices);
+        let metrics_addr_text = g.pick(
+            "metrics_addr",
+            r.metrics_addr.clone(),
+            file.metrics_addr.clone(),
+        );
+        let metrics_addr =
+            parse_metrics_addr(&metrics_addr_text).map_err(|message| SettingsError::Invalid {
+                key: "metrics_addr".into(),
+                origin: g.origins["metrics_addr"].name().into(),
+                message,
+            })?;
+        let ready_max_lag = g.pick("ready_max_lag", r.ready_max_lag, file.ready_max_lag);
+        let log_format = file
+            .log_format
+            .as_deref()
+            .map(|s| {
+                <LogFormat as clap::ValueEnum>::from_str(s, false).map_err(|_| {
+                    SettingsError::Invalid {
+                        key: "log_format".into(),
+                        origin: Origin::File.name().into(),
+                        message: format!("{s:?} is not `human` or `json`"),
+                    }
+                })
+            })
+            .transpose()?;
+        let mut kafka = BTreeMap::new();
+        let mut kafka_origins = BTreeMap::new();
+        for (k, v) in &file.kafka {
+            kafka.insert(k.clone(), v.to_string());
+            kafka_origins.insert(k.clone(), Origin::File);
+        }
+        for (k, v) in &r.kafka_property {
+            kafka.insert(k.clone(), v.clone());
+            kafka_origins.insert(k.clone(), Origin::Flag);
+        }
+        let missing = |what: &str, flag: &str, var: &str, key: &str| {
+            SettingsError::Missing(format!(
+                "{what} is not set: give {flag}, set {var}, or set `{key}` in the settings file (--config)"
+            ))
+        };
+        let invalid = |key: &str, message: String| SettingsError::Invalid {
+            key: key.into(),
+            origin: g.origins[key].name().into(),
+            message,
+        };
+        match (&input, &brokers) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "input",
+                    format!(
+                        "both an input file and brokers are set (input from the {}, brokers from the {}); a run reads one source",
+                        g.origins["input"].name(),
+                        g.origins["brokers"].name()
+                    ),
+                ))
+            }
+            (None, None) => {
+                return Err(SettingsError::Missing(
+                    "no source: give --input FILE (`-` for standard input) or --brokers HOST:PORT with --topic, as flags, RETAIL_KPI_INPUT / RETAIL_KPI_BROKERS, or in the settings file".into(),
+                ))
+            }
+            (None, Some(_)) if topic.is_none() => {
+                return Err(missing("the topic", "--topic", "RETAIL_KPI_TOPIC", "topic"))
+            }
+            _ => {}
+        }
+        if until.is_some() && brokers.is_none() {
+            return Err(invalid(
+                "until",
+                "`until = end` bounds a Kafka run; a file run always ends at its last line".into(),
+            ));
+        }
+        if close_at_end && until.is_none() {
+            return Err(invalid(
+                "close_at_end",
+                "close_at_end needs `until = end` (a live run never ends)".into(),
+            ));
+        }
+        let out =
+            out.ok_or_else(|| missing("the output folder", "--out", "RETAIL_KPI_OUT", "out"))?;
+        let state = state
+            .ok_or_else(|| missing("the state folder", "--state", "RETAIL_KPI_STATE", "state"))?;
+        Ok(Settings {
+            config: r.config.clone(),
+            input,
+            brokers,
+            topic,
+            until_end: until.is_some(),
+            close_at_end,
+            start,
+            idle_timeout,
+            group_id,
+            connect_timeout,
+            out,
+            state,
+            grace,
+            checkpoint_interval,
+            max_future_skew,
+            max_record_bytes,
+            max_items,
+            print_invoices,
+            metrics_addr,
+            ready_max_lag,
+            log_format,
+            kafka,
+            origins: g.origins,
+            kafka_origins,
+            file_exposes_secrets,
+        })
+    }
+
+    /// The settings as a TOML settings file (it can be used as one), each with its origin;
+    /// secret values masked.
+    fn show(&self) -> String {
+        fn q(s: &str) -> String {
+            // A JSON string is a TOML basic string (same escapes).
+            serde_json::to_string(s).expect("a string serialises")
+        }
+        fn d(v: Duration) -> String {
+            q(&humantime::format_duration(v).to_string())
+        }
+        let p = |v: &Option<PathBuf>| v.as_ref().map(|p| q(&p.display().to_string()));
+        let o = |v: &Option<String>| v.as_deref().map(q);
+        let start = match self.start {
+            retail_kpi::kafka::StartAt::Earliest => "earliest",
+            retail_kpi::kafka::StartAt::Latest => "latest",
+        };
+        let rows: Vec<(&str, Option<String>)> = vec![
+            ("config", p(&self.config)),
+            ("input", p(&self.input)),
+            ("brokers", o(&self.brokers)),
+            ("topic", o(&self.topic)),
+            ("until", self.until_end.then(|| q("end"))),
+            ("close_at_end", Some(self.close_at_end.to_string())),
+            ("start", Some(q(start))),
+            ("idle_timeout", Some(d(self.idle_timeout))),
+            ("group_id", o(&self.group_id)),
+            ("connect_timeout", Some(d(self.connect_timeout))),
+            ("out", Some(q(&self.out.display().to_string()))),
+            ("state", Some(q(&self.state.display().to_string()))),
+            ("grace", Some(d(self.grace))),
+            ("checkpoint_interval", Some(d(self.checkpoint_interval))),
+            ("max_future_skew", Some(d(self.max_future_skew))),
+            ("max_record_bytes", Some(self.max_record_bytes.to_string())),
+            ("max_items", Some(self.max_items.to_string())),
+            ("print_invoices", Some(self.print_invoices.to_string())),
+            (
+                "metrics_addr",
+                Some(q(&self
+                    .metrics_addr
+                    .map_or_else(|| "off".to_owned(), |a| a.to_string()))),
+            ),
+            ("ready_max_lag", Some(self.ready_max_lag.to_string())),
+        ];
+        let mut out = String::from(
+            "# retail-kpi run settings: flag > RETAIL_KPI_* environment > settings file > default\n",
+        );
+        let line = |out: &mut String, key: &str, value: &str, origin: Origin| {
+            let kv = format!("{key} = {value}");
+            out.push_str(&format!("{kv:<44} # {}\n", origin.name()));
+        };
+        for (key, value) in rows {
+            let origin = self.origins.get(key).copied().unwrap_or(Origin::Default);
+            match value {
+                Some(v) if key != "config" => line(&mut out, key, &v, origin),
+                Some(v) => out.push_str(&format!("# config = {v} ({})\n", origin.name())),
+                None => out.push_str(&format!("# {key}: not set\n")),
+            }
+        }
+        if let Some(f) = self.log_format {
+            let name = match f {
+                LogFormat::Human => "human",
+                LogFormat::Json => "json",
+            };
+            line(&mut out, "log_format", &q(name), Origin::File);
+        }
+        out.push_str("\n[kafka]\n");
+        for (k, v) in &self.kafka {
+            line(
+                &mut out,
+                &q(k),
+                &q(settings_file::shown(k, v)),
+                self.kafka_origins[k],
+            );
+        }
+        out
+    }
+}
+
+/// `off`, or HOST:PORT (a name is resolved once, now).
+fn parse_metrics_addr(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not HOST:PORT or `off`: {e}"))?
+        .next()
+        .map(Some)
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
 }
 
 /// The error chain decides the exit code: the first typed error found wins.
@@ -293,6 +797,18 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         {
             return exit::SOURCE;
         }
+        if cause.downcast_ref::<SettingsError>().is_some()
+            || cause.downcast_ref::<MetricsError>().is_some()
+        {
+            return exit::CONFIG;
+        }
+        if let Some(SourceFailure(k)) = cause.downcast_ref::<SourceFailure>() {
+            return match k {
+                // librdkafka refused a property: a settings problem, not the brokers'.
+                retail_kpi::kafka::KafkaSourceError::Config(_) => exit::CONFIG,
+                _ => exit::SOURCE,
+            };
+        }
     }
     exit::FAILURE
 }
@@ -305,7 +821,7 @@ struct ConfigError(String);
 #[error(transparent)]
 struct SourceFailure(#[from] retail_kpi::kafka::KafkaSourceError);
 
-fn dispatch(cmd: Command) -> anyhow::Result<()> {
+fn dispatch(cmd: Command, settings: Option<Settings>) -> anyhow::Result<()> {
     match cmd {
         Command::Generate { generator: g, rate } => {
             let cfg = g
@@ -320,7 +836,19 @@ fn dispatch(cmd: Command) -> anyhow::Result<()> {
             out.flush()?;
             Ok(())
         }
-        Command::Run(r) => run_job(r),
+        Command::Run(_) => run_job(settings.expect("run settings are resolved in main")),
+        Command::Config {
+            command: ConfigCommand::Check(_),
+        } => {
+            let s = settings.expect("run settings are resolved in main");
+            print!("{}", s.show());
+            if s.file_exposes_secrets {
+                eprintln!(
+                    "warning: the settings file holds secrets and others than its owner may read it: chmod 600 it"
+                );
+            }
+            Ok(())
+        }
         Command::Produce(p) => {
             let gen = p
                 .generator
@@ -344,6 +872,9 @@ fn dispatch(cmd: Command) -> anyhow::Result<()> {
         Command::State {
             command: StateCommand::Inspect { state, json },
         } => inspect(&state, json),
+        Command::State {
+            command: StateCommand::Migrate { state, dry_run },
+        } => migrate(&state, dry_run),
     }
 }
 
@@ -356,60 +887,185 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-fn run_job(r: RunArgs) -> anyhow::Result<()> {
-    let mut cfg = JobConfig::new(r.out, r.state);
+fn run_job(s: Settings) -> anyhow::Result<()> {
+    if s.file_exposes_secrets {
+        tracing::warn!(
+            "the settings file holds secrets and others than its owner may read it: chmod 600 it"
+        );
+    }
+    let mut cfg = JobConfig::new(s.out.clone(), s.state.clone());
     cfg.engine = EngineConfig {
-        grace: r.grace.as_nanos() as i128,
-        max_future_skew: r.max_future_skew.as_nanos() as i128,
+        grace: s.grace.as_nanos() as i128,
+        max_future_skew: s.max_future_skew.as_nanos() as i128,
         limits: Limits {
-            max_record_bytes: r.max_record_bytes,
-            max_items: r.max_items,
+            max_record_bytes: s.max_record_bytes,
+            max_items: s.max_items,
         },
     };
-    cfg.checkpoint_interval = r.checkpoint_interval;
-    cfg.print_invoices = r.print_invoices;
-    let mut source: Box<dyn retail_kpi::source::Source> = match (&r.input, &r.brokers) {
+    cfg.checkpoint_interval = s.checkpoint_interval;
+    cfg.print_invoices = s.print_invoices;
+    cfg.metrics = serve_metrics(&s)?;
+    let mut source: Box<dyn retail_kpi::source::Source> = match (&s.input, &s.brokers) {
         (Some(input), _) => Box::new(FileSource::open(input)?),
         (None, Some(brokers)) => {
-            let topic = r
+            let topic = s
                 .topic
                 .clone()
-                .expect("clap requires --topic with --brokers");
+                .expect("resolve requires a topic with brokers");
             let mut k = retail_kpi::kafka::KafkaConfig::new(brokers, &topic);
-            k.until_end = r.until.is_some();
-            k.start = r.start;
-            k.idle_timeout = r.idle_timeout;
-            k.properties = r.kafka_property.clone();
-            if let Some(g) = &r.group_id {
+            k.until_end = s.until_end;
+            k.start = s.start;
+            k.idle_timeout = s.idle_timeout;
+            k.connect_timeout = s.connect_timeout;
+            k.properties = s.kafka.clone().into_iter().collect();
+            if let Some(g) = &s.group_id {
                 k.group_id = g.clone();
             }
-            cfg.close_at_end = r.close_at_end;
+            cfg.close_at_end = s.close_at_end;
             Box::new(retail_kpi::kafka::KafkaSource::connect(k).map_err(SourceFailure)?)
         }
-        (None, None) => unreachable!("clap requires --input or --brokers"),
+        (None, None) => unreachable!("resolve requires an input or brokers"),
     };
     let stop = stop_flag()?;
     let started = std::time::Instant::now();
-    let s = job::run(&cfg, source.as_mut(), stop)?;
+    let sum = job::run(&cfg, source.as_mut(), stop)?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
-        records = s.records,
-        accepted = s.accepted,
-        rejected = s.rejected,
-        checkpoints = s.checkpoints,
-        files = s.files_written,
+        records = sum.records,
+        accepted = sum.accepted,
+        rejected = sum.rejected,
+        checkpoints = sum.checkpoints,
+        files = sum.files_written,
         seconds = format!("{secs:.3}"),
-        ended = s.ended,
+        ended = sum.ended,
         out = %cfg.out.display(),
         "run finished"
     );
     Ok(())
 }
 
+/// Starts the metrics server. The default address may be taken (another job on the same
+/// host): then the job runs without metrics and says so; an address the operator chose
+/// must work.
+fn serve_metrics(s: &Settings) -> anyhow::Result<Option<Arc<Metrics>>> {
+    let Some(addr) = s.metrics_addr else {
+        return Ok(None);
+    };
+    let m = Arc::new(Metrics::new(s.ready_max_lag));
+    match retail_kpi::metrics::serve(addr, Arc::clone(&m)) {
+        Ok(bound) => {
+            tracing::info!("metrics on http://{bound}/metrics, health on /healthz and /readyz");
+            Ok(Some(m))
+        }
+        Err(e) if e.is_addr_in_use() && s.origins.get("metrics_addr") == Some(&Origin::Default) => {
+            tracing::warn!("{e}; running without metrics");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The migrations a plan or a migration lists, one line each.
+fn print_steps(m: &retail_kpi::state::Migrated, verb: &str) {
+    for s in &m.steps {
+        println!(
+            "  {verb} {:04} {}: {} (keys written {}, deleted {}{})",
+            s.version,
+            s.name,
+            s.summary,
+            s.puts,
+            s.deletes,
+            if s.families_created.is_empty() {
+                String::new()
+            } else {
+                format!(", families created {}", s.families_created.join(", "))
+            }
+        );
+    }
+}
+
+fn migrate(path: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
+    use retail_kpi::state::SCHEMA_VERSION;
+    // Read-only first: a missing, newer, foreign or damaged store is refused untouched, and
+    // a dry run is the plan and nothing else.
+    let plan = Store::open_read_only(path)?.plan()?;
+    if plan.steps.is_empty() {
+        println!(
+            "{}: schema version {} is this build's; nothing to migrate",
+            path.display(),
+            plan.from
+        );
+        return Ok(());
+    }
+    if dry_run {
+        println!(
+            "{}: would migrate from schema version {} to {SCHEMA_VERSION}",
+            path.display(),
+            plan.from
+        );
+        if let Some(b) = &plan.backup {
+            println!("  would back it up first to {}", b.display());
+        }
+        print_steps(&plan, "would apply");
+        println!("dry run: nothing changed");
+        return Ok(());
+    }
+    let (_store, done) = Store::open_and_migrate(path)?;
+    match done {
+        Some(m) => {
+            println!(
+                "{}: migrated from schema version {} to {}",
+                path.display(),
+                m.from,
+                m.to
+            );
+            if let Some(b) = &m.backup {
+                println!("  backup of the old store: {}", b.display());
+            }
+            print_steps(&m, "applied");
+        }
+        // Another process migrated it between the two opens.
+        None => println!(
+            "{}: schema version {SCHEMA_VERSION} is this build's; nothing to migrate",
+            path.display()
+        ),
+    }
+    Ok(())
+}
+
 fn inspect(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let store = Store::open(path)?;
+    use retail_kpi::state::SCHEMA_VERSION;
+    // Read-only: looking must not migrate, create or change a store.
+    let store = Store::open_read_only(path)?;
+    let version = store.version();
+    if version < SCHEMA_VERSION {
+        // This build reads only its own layout; say what is there and what to do.
+        let plan = store.plan()?;
+        let pending: Vec<String> = plan
+            .steps
+            .iter()
+            .map(|s| format!("{:04}_{}", s.version, s.name))
+            .collect();
+        let advice = format!(
+            "older than this build's schema version {SCHEMA_VERSION}: run `retail-kpi state migrate --state {}` (or start the job) to migrate it, then inspect it",
+            path.display()
+        );
+        if json {
+            let v = serde_json::json!({
+                "schema_version": version,
+                "supported_schema_version": SCHEMA_VERSION,
+                "pending_migrations": pending,
+                "advice": advice,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            println!("state store      {}", path.display());
+            println!("schema version   {version} ({advice})");
+            println!("pending          {}", pending.join(", "));
+        }
+        return Ok(());
+    }
     let r = store.load()?;
-    let version = store.schema_version()?.unwrap_or(0);
     let fmt_t = |t: Option<i128>| {
         t.map(|n| {
             let secs = n.div_euclid(NANOS_PER_SEC) as i64;

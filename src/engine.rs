@@ -64,6 +64,50 @@ impl Counters {
     }
 }
 
+/// Upper bounds (seconds) of the lateness buckets; a last bucket takes the rest. They span
+/// in-order arrival (0) to a day, around the grace values an operator would consider.
+pub const LATENESS_BOUNDS_SECS: [i64; 13] = [
+    0, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 21_600, 86_400,
+];
+
+/// How far each invoice arrived behind its partition's M_p (as it was before it; 0 when
+/// ahead or first), counted in fixed buckets, for accepted invoices and for those refused
+/// on time grounds (future timestamp, late, window closed). The job exports it as a
+/// histogram so an operator can choose the grace; counting here keeps the engine free of
+/// I/O. Not committed: like any Prometheus counter it starts from zero with the process.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Lateness {
+    /// `[accepted, rejected]`, each indexed like [`LATENESS_BOUNDS_SECS`] plus the rest.
+    pub buckets: [[u64; LATENESS_BOUNDS_SECS.len() + 1]; 2],
+    /// `[accepted, rejected]` sums of lateness, ns.
+    pub sum_nanos: [u128; 2],
+}
+
+impl Lateness {
+    pub const ACCEPTED: usize = 0;
+    pub const REJECTED: usize = 1;
+
+    fn record(&mut self, late_by: EventTime, accepted: bool) {
+        let late_by = late_by.max(0);
+        let i = LATENESS_BOUNDS_SECS
+            .iter()
+            .position(|&b| late_by <= b as EventTime * NANOS_PER_SEC)
+            .unwrap_or(LATENESS_BOUNDS_SECS.len());
+        let o = if accepted {
+            Self::ACCEPTED
+        } else {
+            Self::REJECTED
+        };
+        self.buckets[o][i] += 1;
+        self.sum_nanos[o] += late_by as u128;
+    }
+
+    /// Invoices counted for `outcome` ([`Lateness::ACCEPTED`] or [`Lateness::REJECTED`]).
+    pub fn count(&self, outcome: usize) -> u64 {
+        self.buckets[outcome].iter().sum()
+    }
+}
+
 /// Everything one checkpoint commits, in one atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Delta {
@@ -119,6 +163,7 @@ pub struct Engine {
     ready: BTreeSet<i64>,
     pending_rejected: BTreeMap<u64, Vec<RejectedRecord>>,
     counters: Counters,
+    lateness: Lateness,
     all_idle_since_ms: Option<i64>,
     // What the next delta carries besides the dirty windows.
     changed: bool,
@@ -165,6 +210,7 @@ impl Engine {
             ready: r.ready_buckets.into_iter().collect(),
             pending_rejected: r.pending_rejected.into_iter().collect(),
             counters: r.counters,
+            lateness: Lateness::default(),
             all_idle_since_ms: None,
             changed: false,
             open_deletes: Vec::new(),
@@ -200,6 +246,11 @@ impl Engine {
         &self.counters
     }
 
+    /// Lateness of the invoices this engine has seen since it was created (not restored).
+    pub fn lateness(&self) -> &Lateness {
+        &self.lateness
+    }
+
     pub fn closed_before(&self) -> i64 {
         self.closed_before
     }
@@ -222,15 +273,18 @@ impl Engine {
         st.next_offset = Some(rec.offset + 1);
         self.changed = true;
         self.counters.read += 1;
+        let lateness = &mut self.lateness;
         let verdict = parse_invoice(rec.value, &self.cfg.limits).and_then(|inv| {
-            check_time(
+            let checked = check_time(
                 &inv,
                 rec.timestamp_ms,
                 st.max_event_time,
                 self.closed_before,
                 &self.cfg,
-            )
-            .map(|()| inv)
+            );
+            let late_by = st.max_event_time.map_or(0, |m| m - inv.event_time);
+            lateness.record(late_by, checked.is_ok());
+            checked.map(|()| inv)
         });
         match verdict {
             Ok(inv) => {
@@ -667,5 +721,40 @@ mod tests {
         // After the end, a record for the closed range is refused, never reopening a file.
         let out = feed(&mut e, &[rec(0, 2, "2020-09-18 10:29:59")]);
         assert_eq!(out, [Some(Reason::WindowClosed)]);
+    }
+
+    #[test]
+    fn lateness_is_counted_per_partition_in_fixed_buckets() {
+        let mut e = Engine::new(EngineConfig::default());
+        let out = feed(
+            &mut e,
+            &[
+                rec(0, 0, "2020-09-18 10:05:00"),   // first of p0: 0
+                rec(0, 1, "2020-09-18 10:04:30"),   // 30 s behind: accepted, bucket le=30
+                rec(1, 0, "2020-09-18 10:00:00"),   // first of p1: 0, p0 does not matter
+                rec(0, 2, "2020-09-18 10:03:59"),   // 61 s behind: late, bucket le=120
+                rec(0, 3, "2020-09-18 10:05:00.5"), // ahead: 0
+            ],
+        );
+        assert_eq!(out, [None, None, None, Some(Reason::Late), None]);
+        let l = e.lateness();
+        let idx = |secs: i64| {
+            LATENESS_BOUNDS_SECS
+                .iter()
+                .position(|&b| b == secs)
+                .unwrap()
+        };
+        assert_eq!(l.count(Lateness::ACCEPTED), 4);
+        assert_eq!(l.count(Lateness::REJECTED), 1);
+        assert_eq!(l.buckets[Lateness::ACCEPTED][idx(0)], 3);
+        assert_eq!(l.buckets[Lateness::ACCEPTED][idx(30)], 1);
+        assert_eq!(l.buckets[Lateness::REJECTED][idx(120)], 1);
+        assert_eq!(
+            l.sum_nanos,
+            [30 * NANOS_PER_SEC as u128, 61 * NANOS_PER_SEC as u128]
+        );
+        // Bad input is not an invoice: it has no lateness.
+        feed(&mut e, &[(0, 4, "{".to_owned())]);
+        assert_eq!(e.lateness().count(Lateness::REJECTED), 1);
     }
 }

@@ -8,6 +8,7 @@
 
 use crate::engine::{Engine, EngineConfig};
 use crate::invoice::Invoice;
+use crate::metrics::Metrics;
 use crate::output::{render_bucket, render_rejected, Family};
 use crate::sink::{FileSink, SinkError, Written};
 use crate::source::{Poll, Source, SourceError};
@@ -34,6 +35,8 @@ pub struct JobConfig {
     pub print_invoices: bool,
     /// Records handed over per poll; the loop looks at the clock between polls.
     pub batch: usize,
+    /// Where the loop publishes its metrics and readiness, if they are served.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl JobConfig {
@@ -46,6 +49,7 @@ impl JobConfig {
             close_at_end: true,
             print_invoices: false,
             batch: 4096,
+            metrics: None,
         }
     }
 }
@@ -85,8 +89,12 @@ pub fn run(
     let mut engine = Engine::restore(cfg.engine, restored);
     let sink = FileSink::new(&cfg.out)?;
     let mut summary = RunSummary::default();
+    let metrics = cfg.metrics.as_deref();
     // A crash may have left committed files unwritten: write them before anything else.
     render_due(&mut engine, &sink, &mut summary)?;
+    if let Some(m) = metrics {
+        m.observe_files(summary.files_written, wall_ms());
+    }
     engine.set_topic(source.name());
     source
         .resume(engine.partitions())
@@ -97,6 +105,10 @@ pub fn run(
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut out_err: Option<std::io::Error> = None;
     let mut last_checkpoint = Instant::now();
+    // Metrics are published per batch, but at most this often: a live source that yields
+    // one record per poll must not pay for a publication per record.
+    let publish_every = Duration::from_millis(100);
+    let mut last_publish: Option<Instant> = None;
     loop {
         let print = cfg.print_invoices;
         let polled = source
@@ -113,6 +125,13 @@ pub fn run(
         if let Some(e) = out_err.take() {
             return Err(JobError::Stdout(e));
         }
+        // Recovery measurement (README "Chaos and recovery"): the first records of this run,
+        // i.e. the end of recovery after a restart; the harness times it from the spawn.
+        if let Poll::Records(n) = polled {
+            if n > 0 && engine.counters().read - start_counters.read == n as u64 {
+                tracing::info!(records = n, "first records processed after start");
+            }
+        }
         // Partitions added to the topic join the watermark as soon as the source sees them.
         engine.assign(source.partitions());
         let ended = polled == Poll::End;
@@ -121,16 +140,28 @@ pub fn run(
             .then(|| chrono::Utc::now().timestamp_millis());
         let idle = source.idle();
         engine.advance(now_ms, &idle);
+        if let Some(m) = metrics {
+            if last_publish.is_none_or(|t| t.elapsed() >= publish_every) {
+                let w = engine.watermark(now_ms, &idle);
+                publish(m, &engine, &start_counters, w);
+                m.observe_source(&source.partitions(), source.lag().as_ref());
+                last_publish = Some(Instant::now());
+            }
+        }
         if ended {
             summary.ended = true;
             break;
         }
         if stop.load(Ordering::Relaxed) {
+            tracing::info!("stop requested (SIGTERM or SIGINT): checkpointing, then exiting");
+            if let Some(m) = metrics {
+                m.stopping();
+            }
             break;
         }
         if last_checkpoint.elapsed() >= cfg.checkpoint_interval {
             out.flush().map_err(JobError::Stdout)?;
-            checkpoint(&mut engine, &store, &sink, source, &mut summary)?;
+            checkpoint(&mut engine, &store, &sink, source, &mut summary, metrics)?;
             last_checkpoint = Instant::now();
         }
     }
@@ -138,14 +169,37 @@ pub fn run(
         engine.close_all();
     }
     out.flush().map_err(JobError::Stdout)?;
-    checkpoint(&mut engine, &store, &sink, source, &mut summary)?;
+    checkpoint(&mut engine, &store, &sink, source, &mut summary, metrics)?;
     // Record what the last checkpoint rendered, so that a restart has nothing left to do.
-    checkpoint(&mut engine, &store, &sink, source, &mut summary)?;
+    checkpoint(&mut engine, &store, &sink, source, &mut summary, metrics)?;
+    if let Some(m) = metrics {
+        let now_ms = source
+            .is_live()
+            .then(|| chrono::Utc::now().timestamp_millis());
+        let w = engine.watermark(now_ms, &source.idle());
+        publish(m, &engine, &start_counters, w);
+    }
     let c = engine.counters();
     summary.records = c.read - start_counters.read;
     summary.accepted = c.accepted - start_counters.accepted;
     summary.rejected = c.rejected_total() - start_counters.rejected_total();
     Ok(summary)
+}
+
+fn wall_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The engine's side of the metrics; `watermark` as the batch left it.
+fn publish(
+    m: &Metrics,
+    engine: &Engine,
+    start: &crate::engine::Counters,
+    watermark: Option<crate::event_time::EventTime>,
+) {
+    m.observe_counters(engine.counters(), start, engine.lateness());
+    // BTreeMap's iterator knows its length: no walk over the windows.
+    m.observe_windows(watermark, wall_ms(), engine.open_windows().size_hint().0);
 }
 
 fn checkpoint(
@@ -154,16 +208,26 @@ fn checkpoint(
     sink: &FileSink,
     source: &mut dyn Source,
     summary: &mut RunSummary,
+    metrics: Option<&Metrics>,
 ) -> Result<(), JobError> {
     let Some(delta) = engine.take_delta() else {
         return Ok(());
     };
     crate::failpoint!("checkpoint.before_commit");
-    store.commit(&delta)?;
+    let started = Instant::now();
+    let bytes = store.commit(&delta)?;
+    if let Some(m) = metrics {
+        m.observe_checkpoint(started.elapsed(), bytes);
+    }
     summary.checkpoints += 1;
     crate::failpoint!("checkpoint.after_commit_before_render");
     source.committed(engine.partitions());
-    render_due(engine, sink, summary)
+    let files_before = summary.files_written;
+    render_due(engine, sink, summary)?;
+    if let Some(m) = metrics {
+        m.observe_files(summary.files_written - files_before, wall_ms());
+    }
+    Ok(())
 }
 
 /// Writes every file the committed state says is due, and tells the engine, so that the

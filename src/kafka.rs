@@ -26,18 +26,19 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSourceError {
     #[error("Kafka client setup failed: {0}; check the -X properties")]
     Config(KafkaError),
-    #[error("cannot read the metadata of topic `{topic}` from {brokers}: {source}; check that the brokers run and the topic exists")]
+    #[error("cannot read the metadata of topic `{topic}` from {brokers} within {timeout:?}: {source}; check that the brokers run and can be reached (address, firewall, -X security settings) and that the topic exists")]
     Metadata {
         topic: String,
         brokers: String,
         source: KafkaError,
+        timeout: Duration,
     },
     #[error("topic `{topic}` does not exist on {brokers}; create it (retail-kpi produce creates it) or fix --topic")]
     NoTopic { topic: String, brokers: String },
@@ -65,8 +66,8 @@ pub enum StartAt {
 }
 
 /// Settings of the Kafka source. `properties` are librdkafka properties passed through
-/// (`-X key=value`): security (SASL, TLS) and tuning.
-#[derive(Debug, Clone)]
+/// (`-X key=value`): security (SASL, TLS) and tuning. Its `Debug` masks secret values.
+#[derive(Clone)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`.
     pub brokers: String,
@@ -81,7 +82,37 @@ pub struct KafkaConfig {
     pub idle_timeout: Duration,
     /// Longest wait of one poll for the first record.
     pub poll_wait: Duration,
+    /// Longest wait at start for the topic's metadata (and, for `until_end`, its end
+    /// offsets): brokers that do not answer by then fail the run instead of hanging it.
+    pub connect_timeout: Duration,
     pub properties: Vec<(String, String)>,
+}
+
+/// librdkafka properties for `Debug`, secret values masked (README "Security").
+struct MaskedProperties<'a>(&'a [(String, String)]);
+
+impl std::fmt::Debug for MaskedProperties<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (k, crate::config::shown(k, v))))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("group_id", &self.group_id)
+            .field("until_end", &self.until_end)
+            .field("start", &self.start)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("poll_wait", &self.poll_wait)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("properties", &MaskedProperties(&self.properties))
+            .finish()
+    }
 }
 
 impl KafkaConfig {
@@ -94,6 +125,7 @@ impl KafkaConfig {
             start: StartAt::Earliest,
             idle_timeout: Duration::from_secs(60),
             poll_wait: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(30),
             properties: Vec::new(),
         }
     }
@@ -117,6 +149,9 @@ impl KafkaConfig {
             .set("max.partition.fetch.bytes", "4194304")
             .set("queued.min.messages", "200000")
             .set("topic.metadata.refresh.interval.ms", "10000")
+            // The end offsets behind the consumer lag metric come from these statistics:
+            // no request of our own, nothing that can block the loop.
+            .set("statistics.interval.ms", "1000")
             .set_log_level(RDKafkaLogLevel::Warning);
         for (k, v) in &self.properties {
             c.set(k, v);
@@ -131,6 +166,60 @@ pub struct OutageContext {
     down: AtomicBool,
     /// Records the producer gave up on.
     undelivered: AtomicU64,
+    /// The consumer's topic, whose partition ends the statistics report.
+    topic: String,
+    /// Per partition: the lowest offset and the end a consumer can read to, from the last
+    /// statistics of librdkafka.
+    ends: Mutex<BTreeMap<u32, Ends>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ends {
+    low: i64,
+    end: i64,
+}
+
+/// The part of librdkafka's statistics JSON the lag needs; the rest is skipped.
+#[derive(serde::Deserialize)]
+struct Stats {
+    #[serde(default)]
+    topics: std::collections::HashMap<String, TopicStats>,
+}
+
+#[derive(serde::Deserialize)]
+struct TopicStats {
+    #[serde(default)]
+    partitions: std::collections::HashMap<String, PartitionStats>,
+}
+
+#[derive(serde::Deserialize)]
+struct PartitionStats {
+    partition: i32,
+    lo_offset: i64,
+    hi_offset: i64,
+    /// The last stable offset: the end under `isolation.level=read_committed`, librdkafka's
+    /// default; equal to the high watermark without transactions.
+    #[serde(default = "unknown_offset")]
+    ls_offset: i64,
+}
+
+fn unknown_offset() -> i64 {
+    -1
+}
+
+/// Records left in a partition: from the next offset to read (or where a partition never
+/// read starts) to its end; `None` while the end is not known.
+fn partition_lag(next: Option<i64>, ends: Ends, start: StartAt) -> Option<u64> {
+    if ends.end < 0 {
+        return None;
+    }
+    let from = match (next, start) {
+        (Some(n), _) => n,
+        (None, StartAt::Latest) => ends.end,
+        (None, StartAt::Earliest) if ends.low >= 0 => ends.low,
+        (None, StartAt::Earliest) => return None,
+    };
+    Some((ends.end - from).max(0) as u64)
 }
 
 impl OutageContext {
@@ -160,6 +249,36 @@ impl ClientContext for OutageContext {
     }
     fn log(&self, _level: RDKafkaLogLevel, fac: &str, msg: &str) {
         tracing::debug!(target: "librdkafka", "{fac}: {msg}");
+    }
+    fn stats_raw(&self, statistics: &[u8]) {
+        let stats: Stats = match serde_json::from_slice(statistics) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("librdkafka statistics not understood: {e}");
+                return;
+            }
+        };
+        let Some(t) = stats.topics.get(&self.topic) else {
+            return;
+        };
+        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        // Partition -1 holds messages not yet assigned to a partition.
+        for p in t.partitions.values().filter(|p| p.partition >= 0) {
+            let end = if p.ls_offset >= 0 {
+                p.ls_offset
+            } else {
+                p.hi_offset
+            };
+            if end >= 0 {
+                ends.insert(
+                    p.partition as u32,
+                    Ends {
+                        low: p.lo_offset,
+                        end,
+                    },
+                );
+            }
+        }
     }
 }
 impl ConsumerContext for OutageContext {}
@@ -202,9 +321,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl KafkaSource {
     pub fn connect(cfg: KafkaConfig) -> Result<KafkaSource, KafkaSourceError> {
+        let context = OutageContext {
+            topic: cfg.topic.clone(),
+            ..OutageContext::default()
+        };
         let consumer: BaseConsumer<OutageContext> = cfg
             .client_config()
-            .create_with_context(OutageContext::default())
+            .create_with_context(context)
             .map_err(KafkaSourceError::Config)?;
         Ok(KafkaSource {
             name: cfg.topic.clone(),
@@ -224,6 +347,7 @@ impl KafkaSource {
                 topic: self.cfg.topic.clone(),
                 brokers: self.cfg.brokers.clone(),
                 source,
+                timeout,
             })?;
         let t = md.topics().iter().find(|t| t.name() == self.cfg.topic);
         match t {
@@ -261,13 +385,14 @@ impl KafkaSource {
                 ..PartitionTrack::default()
             };
             if self.cfg.until_end {
+                let timeout = self.cfg.connect_timeout;
                 let (low, high) = self
                     .consumer
-                    .fetch_watermarks(&self.cfg.topic, p as i32, REQUEST_TIMEOUT * 6)
+                    .fetch_watermarks(&self.cfg.topic, p as i32, timeout)
                     .map_err(|source| KafkaSourceError::EndOffsets {
                         topic: self.cfg.topic.clone(),
                         source,
-                        timeout: REQUEST_TIMEOUT * 6,
+                        timeout,
                     })?;
                 track.end = Some(high);
                 track.done = high <= low || next.is_some_and(|n| n >= high);
@@ -326,7 +451,7 @@ impl Source for KafkaSource {
     }
 
     fn resume(&mut self, committed: &BTreeMap<u32, PartitionState>) -> Result<(), SourceError> {
-        let partitions = self.topic_partitions(REQUEST_TIMEOUT * 6)?;
+        let partitions = self.topic_partitions(self.cfg.connect_timeout)?;
         self.assign_new(&partitions, committed)?;
         Ok(())
     }
@@ -443,6 +568,24 @@ impl Source for KafkaSource {
         !self.cfg.until_end
     }
 
+    fn lag(&self) -> Option<BTreeMap<u32, u64>> {
+        let ends = self
+            .consumer
+            .context()
+            .ends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Some(
+            self.parts
+                .iter()
+                .filter_map(|(p, t)| {
+                    let lag = partition_lag(t.next, *ends.get(p)?, self.cfg.start)?;
+                    Some((*p, lag))
+                })
+                .collect(),
+        )
+    }
+
     fn committed(&mut self, partitions: &BTreeMap<u32, PartitionState>) {
         let mut tpl = TopicPartitionList::new();
         for (p, s) in partitions {
@@ -462,8 +605,8 @@ impl Source for KafkaSource {
 /// How long `produce` waits for the brokers to take anything before it gives up.
 const STALL_LIMIT: Duration = Duration::from_secs(180);
 
-/// Settings of `retail-kpi produce`.
-#[derive(Debug, Clone)]
+/// Settings of `retail-kpi produce`. Its `Debug` masks secret values.
+#[derive(Clone)]
 pub struct ProduceConfig {
     pub brokers: String,
     pub topic: String,
@@ -474,6 +617,19 @@ pub struct ProduceConfig {
     /// Records per second; `None` as fast as possible.
     pub rate: Option<f64>,
     pub properties: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for ProduceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProduceConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("partitions", &self.partitions)
+            .field("replication", &self.replication)
+            .field("rate", &self.rate)
+            .field("properties", &MaskedProperties(&self.properties))
+            .finish()
+    }
 }
 
 /// Creates the topic if it is missing (time-based retention off: the generated invoices
@@ -631,6 +787,7 @@ fn ensure_partitions<C: ProducerContext>(
             topic: topic.into(),
             brokers: String::new(),
             source,
+            timeout: Duration::from_secs(30),
         })?;
     let n = md
         .topics()
@@ -644,4 +801,50 @@ fn ensure_partitions<C: ProducerContext>(
         });
     }
     Ok(n as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_runs_from_the_next_offset_or_the_start_to_the_end() {
+        let e = Ends { low: 10, end: 25 };
+        assert_eq!(partition_lag(Some(20), e, StartAt::Earliest), Some(5));
+        assert_eq!(partition_lag(None, e, StartAt::Earliest), Some(15));
+        assert_eq!(partition_lag(None, e, StartAt::Latest), Some(0));
+        // Read past a stale end: no negative lag.
+        assert_eq!(partition_lag(Some(30), e, StartAt::Earliest), Some(0));
+        let unknown = Ends { low: -1, end: -1 };
+        assert_eq!(partition_lag(Some(3), unknown, StartAt::Earliest), None);
+    }
+
+    #[test]
+    fn statistics_give_each_partition_its_end() {
+        let ctx = OutageContext {
+            topic: "inv".into(),
+            ..OutageContext::default()
+        };
+        ctx.stats_raw(
+            br#"{"name":"c","topics":{"inv":{"topic":"inv","partitions":{
+                "0":{"partition":0,"lo_offset":0,"hi_offset":100,"ls_offset":90,"app_offset":7},
+                "1":{"partition":1,"lo_offset":-1,"hi_offset":-1,"ls_offset":-1},
+                "-1":{"partition":-1,"lo_offset":-1,"hi_offset":-1,"ls_offset":-1}}},
+                "other":{"partitions":{"5":{"partition":5,"lo_offset":0,"hi_offset":9,"ls_offset":9}}}}}"#,
+        );
+        let ends = ctx.ends.lock().unwrap();
+        assert_eq!(*ends, BTreeMap::from([(0, Ends { low: 0, end: 90 })]));
+    }
+
+    #[test]
+    fn debug_masks_secret_properties() {
+        let mut k = KafkaConfig::new("b:9092", "t");
+        k.properties = vec![
+            ("sasl.password".into(), "hunter2-secret".into()),
+            ("sasl.username".into(), "bob".into()),
+        ];
+        let d = format!("{k:?}");
+        assert!(!d.contains("hunter2-secret"), "{d}");
+        assert!(d.contains("bob") && d.contains(crate::config::MASK), "{d}");
+    }
 }

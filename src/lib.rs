@@ -5,6 +5,7 @@
 //! aggregates them ([`window`]) and says what each checkpoint commits; the [`job`] commits
 //! it to the [`state`] store and then renders ([`output`]) through the [`sink`].
 
+pub mod config;
 pub mod engine;
 pub mod event_time;
 pub mod failpoint;
@@ -13,6 +14,7 @@ pub mod generate;
 pub mod invoice;
 pub mod job;
 pub mod kafka;
+pub mod metrics;
 pub mod money;
 pub mod output;
 pub mod record;

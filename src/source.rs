@@ -48,4 +48,11 @@ pub trait Source {
     /// Called after each committed checkpoint; Kafka commits its group offsets here for
     /// lag monitoring only.
     fn committed(&mut self, _partitions: &BTreeMap<u32, PartitionState>) {}
+
+    /// Records left to read per partition, for the partitions whose end is known now;
+    /// `None` for a source without that notion (a file), which never holds readiness back.
+    /// Called once per batch: it must not block.
+    fn lag(&self) -> Option<BTreeMap<u32, u64>> {
+        None
+    }
 }

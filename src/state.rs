@@ -1,10 +1,11 @@
 //! The state store: RocksDB, one synced write batch per checkpoint (SPEC §6).
 //!
-//! This is the only module that imports `rocksdb`. Layout, in column families:
+//! This is the only module that imports `rocksdb`. Layout of schema version 2, in column
+//! families (the migrations in `migrations/` say how it came to be):
 //!
 //! | family | key | value |
 //! |---|---|---|
-//! | `meta` | name (ASCII) | schema version, checkpoint seq, closed-before, counters |
+//! | `meta` | name (ASCII) | schema version, checkpoint seq, closed-before; `counter/<name>`: one counter, `u64` BE |
 //! | `partitions` | partition `u32` BE | [`PartitionState`] |
 //! | `open_windows` | window start, [`encode_i64`] | [`StoredWindow`] |
 //! | `closed_windows` | window start, [`encode_i64`] | [`StoredWindow`] |
@@ -12,15 +13,28 @@
 //! | `rejected` | checkpoint `u64` BE ++ index `u32` BE | [`RejectedRecord`] |
 //!
 //! Keys are big-endian (signed ones with the sign bit flipped) so that RocksDB's byte order
-//! is numeric order and a range of windows is a range of keys. Every value starts with a
-//! format byte ahead of its bincode body, so a later layout can tell old values apart.
+//! is numeric order and a range of windows is a range of keys. Every bincode value starts
+//! with a format byte, so a later layout can tell old values apart.
+//!
+//! Opening for writing runs the migrations above the store's recorded schema version, each
+//! in one synced batch with its new version, after a RocksDB checkpoint of the old store
+//! beside it; a store from a newer build, someone else's store or a damaged one is refused
+//! and left exactly as it was.
 
 use crate::engine::{Counters, Delta, PartitionState, Restored};
-use crate::record::RejectedRecord;
+use crate::record::{Reason, RejectedRecord};
 use crate::window::StoredWindow;
+use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use serde::{de::DeserializeOwned, Serialize};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
+
+#[path = "../migrations/mod.rs"]
+pub mod migrations;
+use migrations::{Migration, MigrationError, MigrationStore, MIGRATIONS};
 
 pub const CF_META: &str = "meta";
 pub const CF_PARTITIONS: &str = "partitions";
@@ -43,33 +57,60 @@ pub const LOCK_FILE: &str = "retail-kpi.lock";
 const KEY_SCHEMA: &[u8] = b"schema_version";
 const KEY_SEQ: &[u8] = b"checkpoint_seq";
 const KEY_CLOSED_BEFORE: &[u8] = b"closed_before";
-const KEY_COUNTERS: &[u8] = b"counters";
+const COUNTER_PREFIX: &str = "counter/";
 
-/// The schema this build writes. A store with a larger number was written by a newer build.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema this build writes: the last migration's. A store with a larger number was
+/// written by a newer build.
+pub const SCHEMA_VERSION: u32 = migrations::LATEST;
 /// Format byte ahead of every bincode value.
 const VALUE_FORMAT: u8 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("the state folder {path} is in use by another retail-kpi process (its RocksDB lock is held); stop that job or point --state at another folder")]
+    #[error("the state folder {path} is in use by another retail-kpi process (its lock is held); stop that job or point --state at another folder")]
     Locked { path: PathBuf },
-    #[error("cannot open the state store at {path}: {source}; check the path, its permissions and free space")]
+    #[error("there is no state store at {path}; check --state (a job creates its store on its first run)")]
+    Missing { path: PathBuf },
+    #[error("cannot open the state store at {path}: {source}; check the path, its permissions and free space, then retry")]
     Open {
         path: PathBuf,
         source: rocksdb::Error,
     },
-    #[error("the state store at {path} has schema version {found}, newer than this build's {supported}; run the newer retail-kpi that wrote it")]
+    #[error("the state store at {path} has schema version {found}, newer than this build's {supported}; run the newer retail-kpi that wrote it (stores are never downgraded)")]
     TooNew {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("the state store at {path} has schema version {found}, older than this build's {supported}; run `retail-kpi state migrate --state {path}` (or start the job, which migrates it) first")]
+    NeedsMigration {
         path: PathBuf,
         found: u32,
         supported: u32,
     },
     #[error("the state store at {path} is not a retail-kpi store: {why}; point --state at an empty folder or at the job's own state")]
     Foreign { path: PathBuf, why: String },
-    #[error("the state store at {path} is corrupt: {why}; restore it from a backup (it is never reset silently)")]
+    #[error("the state store at {path} is corrupt: {why}. It was left as it is (never reset): restore the folder from a backup (a migration leaves one beside it, `<folder>.backup-v<N>-<time>`), or move it aside and start on an empty folder to recompute from the source")]
     Corrupt { path: PathBuf, why: String },
-    #[error("writing the checkpoint to {path} failed: {source}; the previous checkpoint is intact (check free space and permissions, then restart)")]
+    #[error("cannot back up the state store at {path} to {backup} before migrating it from schema version {from} to {to}: {source}; nothing was changed: make room (or write access) beside the state folder, then retry")]
+    Backup {
+        path: PathBuf,
+        backup: PathBuf,
+        from: u32,
+        to: u32,
+        source: rocksdb::Error,
+    },
+    #[error("migration {version:04} ({name}) of the state store at {path} failed: {why}; the store stays at schema version {at}, since a migration commits all or nothing{backup}. This build cannot run on it: keep the store and report this")]
+    Migration {
+        path: PathBuf,
+        version: u32,
+        name: &'static str,
+        at: u32,
+        /// Where the backup taken before the first migration is, as a clause.
+        backup: String,
+        why: String,
+    },
+    #[error("writing to the state store at {path} failed: {source}; the last committed checkpoint is intact: free space or fix permissions, then restart")]
     Write {
         path: PathBuf,
         source: rocksdb::Error,
@@ -79,7 +120,9 @@ pub enum StateError {
         path: PathBuf,
         source: rocksdb::Error,
     },
-    #[error("cannot prepare the state folder {path}: {source}")]
+    #[error("the state folder {path} has {free} bytes free, less than the 1 MiB needed to open the store for writing; the store is intact: free space, then restart")]
+    NoSpace { path: PathBuf, free: u64 },
+    #[error("cannot prepare the state folder {path}: {source}; check that it is a writable folder with free space")]
     Folder {
         path: PathBuf,
         source: std::io::Error,
@@ -117,20 +160,85 @@ fn decode_value<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
     }
 }
 
+/// Each counter's meta key (schema 2; migration 0002 says why) and its slot in `c`.
+fn counter_slots(c: &mut Counters) -> Vec<(String, &mut u64)> {
+    // Destructured without `..`, so that a counter added to `Counters` cannot be forgotten
+    // here. A new counter needs no migration: an absent key reads as zero.
+    let Counters {
+        read,
+        accepted,
+        rejected,
+        replayed_skipped,
+        windows_closed,
+        buckets_rendered,
+    } = c;
+    let mut slots = vec![
+        ("read".to_owned(), read),
+        ("accepted".to_owned(), accepted),
+        ("replayed_skipped".to_owned(), replayed_skipped),
+        ("windows_closed".to_owned(), windows_closed),
+        ("buckets_rendered".to_owned(), buckets_rendered),
+    ];
+    for (i, n) in rejected.iter_mut().enumerate() {
+        let reason = Reason::ALL
+            .iter()
+            .find(|r| r.index() == i)
+            .expect("one reason per rejected counter");
+        slots.push((format!("rejected/{}", reason.code()), n));
+    }
+    slots
+        .into_iter()
+        .map(|(name, n)| (format!("{COUNTER_PREFIX}{name}"), n))
+        .collect()
+}
+
 type KeyValue<T> = (Box<[u8]>, T);
+
+/// One migration as it ran, or as a dry run says it would run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub version: u32,
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub puts: usize,
+    pub deletes: usize,
+    pub families_created: Vec<String>,
+}
+
+/// What migrating a store did (`open_and_migrate`) or would do (`plan`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    pub from: u32,
+    pub to: u32,
+    /// The RocksDB checkpoint of the old store (none for a fresh store: nothing to keep).
+    /// For a plan: where it would go.
+    pub backup: Option<PathBuf>,
+    pub steps: Vec<Step>,
+}
 
 /// What `state inspect` shows, and what a restart needs: the committed state.
 pub struct Store {
-    db: DB,
-    /// Held for the life of the store; see `open`.
-    _lock: std::fs::File,
+    /// Closed on drop unless a write failed; see `Drop`.
+    db: ManuallyDrop<DB>,
+    /// A write to the store failed.
+    failed: Cell<bool>,
+    /// Held for the life of the store; see `take_lock`.
+    _lock: Option<std::fs::File>,
     path: PathBuf,
     sync: WriteOptions,
+    /// The schema version of what is stored (after any migration).
+    version: u32,
 }
 
 impl Store {
-    /// Opens (or creates) the store, taking its lock. Fails at once if another process has it.
+    /// Opens (or creates) the store for the job, taking its lock, and migrates an older
+    /// store first. Fails at once if another process has it.
     pub fn open(path: &Path) -> Result<Store, StateError> {
+        Ok(Store::open_and_migrate(path)?.0)
+    }
+
+    /// [`Store::open`], saying what a migration did, if one ran.
+    pub fn open_and_migrate(path: &Path) -> Result<(Store, Option<Migrated>), StateError> {
         let folder_err = |source| StateError::Folder {
             path: path.into(),
             source,
@@ -139,88 +247,360 @@ impl Store {
             std::fs::create_dir_all(path).map_err(folder_err)?;
             set_private(path).map_err(folder_err)?;
         }
-        // Our own lock, taken before RocksDB is touched, so that a second job fails at once
-        // even while the first is still creating the store; the kernel drops it when the
-        // holder dies, so a killed job never blocks its restart.
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path.join(LOCK_FILE))
-            .map_err(folder_err)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StateError::Locked { path: path.into() })
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(folder_err(e)),
-        }
-        let exists = path.join("CURRENT").exists();
-        let mut opts = Options::default();
-        // A job killed during the very first open can leave a store with only some of our
-        // column families and no schema version: creating the missing ones finishes that
-        // initialisation. A store holding a family that is not ours is someone else's.
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        // Checkpoints are small and synced; a modest memtable keeps memory flat.
-        opts.set_write_buffer_size(16 << 20);
-        opts.set_max_open_files(256);
-        opts.set_keep_log_file_num(3);
+        let lock = take_lock(path, true)?;
+        let exists = store_exists(path)?;
         if exists {
-            let existing = DB::list_cf(&opts, path).map_err(|e| open_error(path, e))?;
-            if let Some(other) = existing
-                .iter()
-                .find(|c| *c != "default" && !COLUMN_FAMILIES.contains(&c.as_str()))
-            {
-                return Err(StateError::Foreign {
-                    path: path.into(),
-                    why: format!("it has a column family `{other}` that retail-kpi never writes"),
-                });
-            }
+            // Look before writing: opening for writing rewrites RocksDB's own files and
+            // deletes table files the MANIFEST does not name, so a store to refuse (newer,
+            // foreign, damaged) is refused by a read-only look that changes nothing.
+            Store::read_only(path, None)?;
         }
-        let cfs = COLUMN_FAMILIES
+        let free = free_bytes(path).map_err(folder_err)?;
+        if free < MIN_FREE_BYTES {
+            return Err(StateError::NoSpace {
+                path: path.into(),
+                free,
+            });
+        }
+        let mut opts = db_options();
+        // Only a folder without a store gets a new one: were CURRENT to vanish between the
+        // check and the open, RocksDB must fail rather than start an empty store over data.
+        opts.create_if_missing(!exists);
+        let families = if exists {
+            DB::list_cf(&opts, path).map_err(|e| open_error(path, e))?
+        } else {
+            vec![rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_owned()]
+        };
+        let cfs = families
             .iter()
-            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| open_error(path, e))?;
         let mut sync = WriteOptions::default();
         sync.set_sync(true);
-        let store = Store {
-            db,
+        let mut store = Store {
+            db: ManuallyDrop::new(db),
+            failed: Cell::new(false),
             path: path.into(),
             sync,
             _lock: lock,
+            version: 0,
         };
-        match store.schema_version()? {
-            None if store.is_empty()? => {
-                let mut b = WriteBatch::default();
-                b.put_cf(store.cf(CF_META), KEY_SCHEMA, SCHEMA_VERSION.to_be_bytes());
-                store.write(b)?;
-            }
-            None => {
-                return Err(StateError::Foreign {
-                    path: path.into(),
-                    why: "it records no schema version".into(),
-                })
-            }
-            Some(v) if v > SCHEMA_VERSION => {
-                return Err(StateError::TooNew {
-                    path: path.into(),
-                    found: v,
-                    supported: SCHEMA_VERSION,
-                })
-            }
-            Some(_) => {}
+        store.version = store.check_version(&families)?;
+        let migrated = if store.version < SCHEMA_VERSION {
+            Some(store.migrate()?)
+        } else {
+            None
+        };
+        if let Some(missing) = COLUMN_FAMILIES
+            .iter()
+            .find(|cf| store.db.cf_handle(cf).is_none())
+        {
+            return Err(store.corrupt(format!(
+                "the column family `{missing}` is missing although the schema version is {}",
+                store.version
+            )));
         }
+        Ok((store, migrated))
+    }
+
+    /// Opens an existing store to look at it: no migration, no write, nothing created, and a
+    /// shared lock, so that a job cannot start meanwhile but several readers can look.
+    pub fn open_read_only(path: &Path) -> Result<Store, StateError> {
+        if !store_exists(path)? {
+            return Err(StateError::Missing { path: path.into() });
+        }
+        let lock = take_lock(path, false)?;
+        Store::read_only(path, lock)
+    }
+
+    fn read_only(path: &Path, lock: Option<std::fs::File>) -> Result<Store, StateError> {
+        let opts = db_options();
+        // Every family must be opened; which ones are ours is checked once the version is
+        // known, so that a newer build's store is reported as newer, not as foreign.
+        let families = DB::list_cf(&opts, path).map_err(|e| open_error(path, e))?;
+        let db = DB::open_cf_for_read_only(&opts, path, &families, false)
+            .map_err(|e| open_error(path, e))?;
+        let mut store = Store {
+            db: ManuallyDrop::new(db),
+            failed: Cell::new(false),
+            path: path.into(),
+            sync: WriteOptions::default(),
+            _lock: lock,
+            version: 0,
+        };
+        store.version = store.check_version(&families)?;
+        store.check_complete(&families)?;
         Ok(store)
+    }
+
+    /// Damage that RocksDB cannot see. It reads a MANIFEST cut short as one whose last
+    /// write a crash tore, and then knows nothing of the table files the lost part named
+    /// (an open for writing would even delete them). Our own invariants catch what they
+    /// can: every checkpoint batch writes `checkpoint_seq` together with its data, and
+    /// only migration 0002 moves data without a checkpoint, data that came from one; so
+    /// data without a checkpoint number, or table files in a store without a schema
+    /// version, mean lost files. A crash never produces either.
+    fn check_complete(&self, families: &[String]) -> Result<(), StateError> {
+        let lost = |what: &str| {
+            self.corrupt(format!(
+                "{what}: some of its files are lost to the MANIFEST, which may be damaged or cut short"
+            ))
+        };
+        if self.version == 0 && has_table_files(&self.path) {
+            return Err(lost("it records no schema version yet holds table files"));
+        }
+        let Some(meta) = self.db.cf_handle(CF_META) else {
+            return Ok(());
+        };
+        if self.meta_bytes(KEY_SEQ)?.is_some() {
+            return Ok(());
+        }
+        for item in self.db.iterator_cf(meta, rocksdb::IteratorMode::Start) {
+            let (k, _) = item.map_err(|e| self.read_err(e))?;
+            if k.starts_with(COUNTER_PREFIX.as_bytes()) || &*k == b"counters" {
+                return Err(lost("it holds counters but no checkpoint number"));
+            }
+        }
+        for cf in families
+            .iter()
+            .filter(|f| COLUMN_FAMILIES.contains(&f.as_str()) && *f != CF_META)
+        {
+            if let Some(item) = self
+                .db
+                .iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start)
+                .next()
+            {
+                item.map_err(|e| self.read_err(e))?;
+                return Err(lost(&format!("it holds {cf} but no checkpoint number")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The recorded schema version, refusing a newer one and a store that is not ours.
+    fn check_version(&self, families: &[String]) -> Result<u32, StateError> {
+        let found = self.schema_version()?;
+        if let Some(v) = found.filter(|v| *v > SCHEMA_VERSION) {
+            return Err(StateError::TooNew {
+                path: self.path.clone(),
+                found: v,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if let Some(other) = families.iter().find(|c| {
+            *c != rocksdb::DEFAULT_COLUMN_FAMILY_NAME && !COLUMN_FAMILIES.contains(&c.as_str())
+        }) {
+            return Err(StateError::Foreign {
+                path: self.path.clone(),
+                why: format!("it has a column family `{other}` that retail-kpi never writes"),
+            });
+        }
+        match found {
+            Some(0) => Err(self.corrupt("its schema version is 0")),
+            Some(v) => Ok(v),
+            // A new store, or one whose first open a kill cut short: migration 0001 on.
+            None if self.is_empty(families)? => Ok(0),
+            None => Err(StateError::Foreign {
+                path: self.path.clone(),
+                why: "it holds data but records no schema version".into(),
+            }),
+        }
+    }
+
+    /// The schema version of what is stored, as opened (after any migration).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// What migrating this store would do, without changing it (`state migrate --dry-run`):
+    /// the pending migrations run against an overlay that is then dropped.
+    pub fn plan(&self) -> Result<Migrated, StateError> {
+        let from = self.version;
+        let backup = if from >= 1 {
+            Some(self.backup_path(from)?)
+        } else {
+            None
+        };
+        // One overlay across the steps, so that each sees what the ones before it wrote.
+        let mut session = Session::new(&self.db);
+        let mut steps = Vec::new();
+        for m in pending(from) {
+            let (puts, deletes, created) = (session.puts, session.deletes, session.create.len());
+            (m.apply)(&mut session).map_err(|e| self.migration_failed(m, from, &None, e))?;
+            steps.push(Step {
+                version: m.version,
+                name: m.name,
+                summary: m.summary,
+                puts: session.puts - puts,
+                deletes: session.deletes - deletes,
+                families_created: session.create[created..].to_vec(),
+            });
+        }
+        Ok(Migrated {
+            from,
+            to: SCHEMA_VERSION,
+            backup,
+            steps,
+        })
+    }
+
+    /// Backs the store up (unless it is new) and runs the pending migrations, each in one
+    /// synced batch that also records its version, so that a kill at any point leaves
+    /// either the old or the new version of that step, and a rerun finishes the job.
+    fn migrate(&mut self) -> Result<Migrated, StateError> {
+        let from = self.version;
+        let backup = if from >= 1 {
+            Some(self.backup(from)?)
+        } else {
+            None
+        };
+        let mut steps = Vec::new();
+        for m in pending(from) {
+            let mut session = Session::new(&self.db);
+            (m.apply)(&mut session)
+                .map_err(|e| self.migration_failed(m, self.version, &backup, e))?;
+            let Session {
+                overlay,
+                create,
+                puts,
+                deletes,
+                ..
+            } = session;
+            for family in &create {
+                if self.db.cf_handle(family).is_none() {
+                    self.db
+                        .create_cf(family, &Options::default())
+                        .map_err(|e| self.write_err(e))?;
+                }
+            }
+            let mut b = WriteBatch::default();
+            for (family, changes) in &overlay {
+                let cf = self.cf(family);
+                for (k, v) in changes {
+                    match v {
+                        Some(v) => b.put_cf(cf, k, v),
+                        None => b.delete_cf(cf, k),
+                    }
+                }
+            }
+            b.put_cf(self.cf(CF_META), KEY_SCHEMA, m.version.to_be_bytes());
+            crate::failpoint!("migrate.before_commit");
+            self.write(b)?;
+            self.version = m.version;
+            steps.push(Step {
+                version: m.version,
+                name: m.name,
+                summary: m.summary,
+                puts,
+                deletes,
+                families_created: create,
+            });
+        }
+        if from >= 1 {
+            tracing::info!(
+                from,
+                to = self.version,
+                backup = %backup.as_deref().unwrap_or(Path::new("-")).display(),
+                "state store migrated"
+            );
+        }
+        Ok(Migrated {
+            from,
+            to: self.version,
+            backup,
+            steps,
+        })
+    }
+
+    fn migration_failed(
+        &self,
+        m: &Migration,
+        at: u32,
+        backup: &Option<PathBuf>,
+        e: MigrationError,
+    ) -> StateError {
+        StateError::Migration {
+            path: self.path.clone(),
+            version: m.version,
+            name: m.name,
+            at,
+            backup: backup
+                .as_ref()
+                .map(|b| format!("; the backup taken before is {}", b.display()))
+                .unwrap_or_default(),
+            why: e.0,
+        }
+    }
+
+    /// `<folder>.backup-v<from>-<unix seconds>` beside the state folder, not yet taken.
+    fn backup_path(&self, from: u32) -> Result<PathBuf, StateError> {
+        let folder_err = |source| StateError::Folder {
+            path: self.path.clone(),
+            source,
+        };
+        let abs = std::fs::canonicalize(&self.path).map_err(folder_err)?;
+        let name = abs
+            .file_name()
+            .ok_or_else(|| {
+                folder_err(std::io::Error::other(
+                    "the state folder is a file system root: there is no room beside it for a backup",
+                ))
+            })?
+            .to_string_lossy()
+            .into_owned();
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let base = format!("{name}.backup-v{from}-{secs}");
+        let mut candidate = abs.with_file_name(&base);
+        let mut n = 2;
+        while candidate.exists() {
+            candidate = abs.with_file_name(format!("{base}-{n}"));
+            n += 1;
+        }
+        Ok(candidate)
+    }
+
+    /// A RocksDB checkpoint beside the store: hard links of its files where the file system
+    /// allows, a complete store that the old build opens as it is.
+    fn backup(&self, from: u32) -> Result<PathBuf, StateError> {
+        let target = self.backup_path(from)?;
+        Checkpoint::new(&*self.db)
+            .and_then(|c| c.create_checkpoint(&target))
+            .map_err(|source| {
+                // The checkpoint flushes the memtable into the store first.
+                self.failed.set(true);
+                StateError::Backup {
+                    path: self.path.clone(),
+                    backup: target.clone(),
+                    from,
+                    to: SCHEMA_VERSION,
+                    source,
+                }
+            })?;
+        let folder_err = |source| StateError::Folder {
+            path: target.clone(),
+            source,
+        };
+        set_private(&target).map_err(folder_err)?;
+        // RocksDB syncs the checkpoint's own folder; its name in the parent must be durable
+        // too before the migration may change the store.
+        if let Some(parent) = target.parent() {
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(folder_err)?;
+        }
+        Ok(target)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// No key in any family: a new store, or one whose first open was cut short.
-    fn is_empty(&self) -> Result<bool, StateError> {
-        for cf in COLUMN_FAMILIES {
+    /// No key in any family (`default` included, which we never write): a new store, or
+    /// one whose first open was cut short.
+    fn is_empty(&self, families: &[String]) -> Result<bool, StateError> {
+        for cf in families {
             if let Some(item) = self
                 .db
                 .iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start)
@@ -247,16 +627,32 @@ impl Store {
     }
 
     fn read_err(&self, source: rocksdb::Error) -> StateError {
+        // A checksum or format error found while reading is damage, not a passing failure.
+        if source.to_string().contains("Corruption") {
+            return self.corrupt(source.to_string());
+        }
         StateError::Read {
             path: self.path.clone(),
             source,
         }
     }
 
+    fn write_err(&self, source: rocksdb::Error) -> StateError {
+        self.failed.set(true);
+        StateError::Write {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The version recorded in the store; `None` before migration 0001 has committed.
     pub fn schema_version(&self) -> Result<Option<u32>, StateError> {
+        let Some(meta) = self.db.cf_handle(CF_META) else {
+            return Ok(None);
+        };
         let Some(v) = self
             .db
-            .get_cf(self.cf(CF_META), KEY_SCHEMA)
+            .get_cf(meta, KEY_SCHEMA)
             .map_err(|e| self.read_err(e))?
         else {
             return Ok(None);
@@ -271,19 +667,20 @@ impl Store {
     fn write(&self, b: WriteBatch) -> Result<(), StateError> {
         self.db
             .write_opt(b, &self.sync)
-            .map_err(|source| StateError::Write {
-                path: self.path.clone(),
-                source,
-            })
+            .map_err(|e| self.write_err(e))
     }
 
     /// Commits one checkpoint: a single synced batch.
-    pub fn commit(&self, d: &Delta) -> Result<(), StateError> {
+    /// Returns the size of the batch in bytes (for the checkpoint size metric).
+    pub fn commit(&self, d: &Delta) -> Result<usize, StateError> {
         let mut b = WriteBatch::default();
         let meta = self.cf(CF_META);
         b.put_cf(meta, KEY_SEQ, d.seq.to_be_bytes());
         b.put_cf(meta, KEY_CLOSED_BEFORE, encode_i64(d.closed_before));
-        b.put_cf(meta, KEY_COUNTERS, encode_value(&d.counters));
+        let mut counters = d.counters.clone();
+        for (key, n) in counter_slots(&mut counters) {
+            b.put_cf(meta, key, n.to_be_bytes());
+        }
         let parts = self.cf(CF_PARTITIONS);
         for (p, s) in &d.partitions {
             b.put_cf(parts, p.to_be_bytes(), encode_value(s));
@@ -315,7 +712,9 @@ impl Store {
         for seq in &d.rendered_rejected {
             b.delete_range_cf(rej, rejected_key(*seq, 0), rejected_key(seq + 1, 0));
         }
-        self.write(b)
+        let bytes = b.size_in_bytes();
+        self.write(b)?;
+        Ok(bytes)
     }
 
     fn scan<T: DeserializeOwned>(&self, cf: &str) -> Result<Vec<KeyValue<T>>, StateError> {
@@ -332,13 +731,21 @@ impl Store {
     }
 
     fn meta_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        self.db
-            .get_cf(self.cf(CF_META), key)
-            .map_err(|e| self.read_err(e))
+        let Some(meta) = self.db.cf_handle(CF_META) else {
+            return Ok(None);
+        };
+        self.db.get_cf(meta, key).map_err(|e| self.read_err(e))
     }
 
     /// Reads back the last committed checkpoint.
     pub fn load(&self) -> Result<Restored, StateError> {
+        if self.version != SCHEMA_VERSION {
+            return Err(StateError::NeedsMigration {
+                path: self.path.clone(),
+                found: self.version,
+                supported: SCHEMA_VERSION,
+            });
+        }
         let seq = match self.meta_bytes(KEY_SEQ)? {
             None => 0,
             Some(v) => u64::from_be_bytes(
@@ -351,10 +758,16 @@ impl Store {
             None => i64::MIN,
             Some(v) => decode_i64(&v).ok_or_else(|| self.corrupt("bad closed_before"))?,
         };
-        let counters: Counters = match self.meta_bytes(KEY_COUNTERS)? {
-            None => Counters::default(),
-            Some(v) => decode_value(&v).map_err(|why| self.corrupt(format!("counters: {why}")))?,
-        };
+        let mut counters = Counters::default();
+        for (key, n) in counter_slots(&mut counters) {
+            if let Some(v) = self.meta_bytes(key.as_bytes())? {
+                let a: [u8; 8] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| self.corrupt(format!("meta/{key} is not 8 bytes")))?;
+                *n = u64::from_be_bytes(a);
+            }
+        }
         let key_i64 = |k: &[u8]| decode_i64(k).ok_or_else(|| self.corrupt("bad window key"));
         let mut partitions = Vec::new();
         for (k, v) in self.scan::<PartitionState>(CF_PARTITIONS)? {
@@ -405,11 +818,246 @@ impl Store {
     }
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        // After a failed write RocksDB's writers hold their error, and closing flushes
+        // them, which trips the assertion described at `db_options`. A store abandoned
+        // without closing is what a killed job leaves, and RocksDB recovers that on the
+        // next open; the process is about to report the error and exit anyway.
+        if !self.failed.get() {
+            // SAFETY: dropped once, here, and never used again.
+            unsafe { ManuallyDrop::drop(&mut self.db) };
+        }
+    }
+}
+
+/// The migrations above version `from`, in order.
+fn pending(from: u32) -> impl Iterator<Item = &'static Migration> {
+    MIGRATIONS.iter().filter(move |m| m.version > from)
+}
+
+/// Free space for an unprivileged writer below `path`.
+fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: statvfs only writes the struct it is given; an all-zero one is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid, writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Least free space to open the store for writing (see `Store::open_and_migrate`).
+const MIN_FREE_BYTES: u64 = 1 << 20;
+
+/// Settings of every open, for writing or reading.
+fn db_options() -> Options {
+    let mut opts = Options::default();
+    // Debian's librocksdb keeps its assertions on, and one of them aborts the process when
+    // a file writer that already failed is written to again. RocksDB's own info log (LOG,
+    // in the state folder) is such a writer when the disk fills: it logs the error of the
+    // failed write, and the process dies of SIGABRT instead of reporting the full disk.
+    // So the info log holds only what RocksDB writes at open (its version and options),
+    // which an open for writing makes room for (`MIN_FREE_BYTES`), and fatal errors.
+    opts.set_log_level(rocksdb::LogLevel::Fatal);
+    // Checkpoints are small and synced; a modest memtable keeps memory flat.
+    opts.set_write_buffer_size(16 << 20);
+    opts.set_max_open_files(256);
+    opts.set_keep_log_file_num(3);
+    opts
+}
+
+/// Our own lock, taken before RocksDB is touched, so that a second job fails at once even
+/// while the first is still creating the store; the kernel drops it when the holder dies,
+/// so a killed job never blocks its restart. Readers share it: they keep a job from
+/// starting under them, not each other.
+fn take_lock(path: &Path, exclusive: bool) -> Result<Option<std::fs::File>, StateError> {
+    let folder_err = |source| StateError::Folder {
+        path: path.into(),
+        source,
+    };
+    let lock_path = path.join(LOCK_FILE);
+    let file = if exclusive {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(folder_err)?
+    } else {
+        match std::fs::File::open(&lock_path) {
+            Ok(f) => f,
+            // A store copied without its lock file: no job holds it. One that starts now
+            // only appends, and a read-only RocksDB instance keeps the state it opened.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(folder_err(e)),
+        }
+    };
+    let locked = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match locked {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Locked { path: path.into() }),
+        Err(std::fs::TryLockError::Error(e)) => Err(folder_err(e)),
+    }
+}
+
+/// Whether `path` holds a store. Without its CURRENT file RocksDB would start a new, empty
+/// store over whatever is there; that is right only if no open ever finished here. Every
+/// finished open leaves an OPTIONS file, and data lives in table files and the write-ahead
+/// log, so any of those without CURRENT is damage to report, never a reason to start over.
+fn store_exists(path: &Path) -> Result<bool, StateError> {
+    if path.join("CURRENT").exists() {
+        return Ok(true);
+    }
+    let entries = match std::fs::read_dir(path) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => {
+            return Err(StateError::Folder {
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let nonempty = entry.metadata().is_ok_and(|m| m.len() > 0);
+        if name.starts_with("OPTIONS-")
+            || name.ends_with(".sst")
+            || (name.ends_with(".log") && nonempty)
+        {
+            return Err(StateError::Corrupt {
+                path: path.into(),
+                why: format!(
+                    "its file CURRENT is missing while RocksDB files such as {name} are there"
+                ),
+            });
+        }
+    }
+    Ok(false)
+}
+
+fn has_table_files(path: &Path) -> bool {
+    std::fs::read_dir(path).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".sst"))
+    })
+}
+
+/// Overlay of one migration (or of a whole dry run): reads fall through to the committed
+/// store, writes stay here until the caller turns them into one batch, or drops them.
+struct Session<'a> {
+    db: &'a DB,
+    /// family -> key -> new value, `None` for a delete.
+    overlay: BTreeMap<String, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Families to create before the batch is written.
+    create: Vec<String>,
+    puts: usize,
+    deletes: usize,
+}
+
+impl<'a> Session<'a> {
+    fn new(db: &'a DB) -> Session<'a> {
+        Session {
+            db,
+            overlay: BTreeMap::new(),
+            create: Vec::new(),
+            puts: 0,
+            deletes: 0,
+        }
+    }
+
+    fn check(&self, family: &str) -> Result<(), MigrationError> {
+        if self.db.cf_handle(family).is_some() || self.create.iter().any(|f| f == family) {
+            Ok(())
+        } else {
+            Err(MigrationError(format!(
+                "the column family `{family}` does not exist"
+            )))
+        }
+    }
+}
+
+impl MigrationStore for Session<'_> {
+    fn get(&self, family: &str, key: &[u8]) -> Result<Option<Vec<u8>>, MigrationError> {
+        self.check(family)?;
+        if let Some(v) = self.overlay.get(family).and_then(|o| o.get(key)) {
+            return Ok(v.clone());
+        }
+        match self.db.cf_handle(family) {
+            Some(cf) => self
+                .db
+                .get_cf(cf, key)
+                .map_err(|e| MigrationError(format!("reading {family}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    fn scan(&self, family: &str) -> Result<migrations::Entries, MigrationError> {
+        self.check(family)?;
+        let mut all = BTreeMap::new();
+        if let Some(cf) = self.db.cf_handle(family) {
+            for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+                let (k, v) = item.map_err(|e| MigrationError(format!("reading {family}: {e}")))?;
+                all.insert(k.into_vec(), v.into_vec());
+            }
+        }
+        for (k, v) in self.overlay.get(family).into_iter().flatten() {
+            match v {
+                Some(v) => all.insert(k.clone(), v.clone()),
+                None => all.remove(k),
+            };
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    fn put(&mut self, family: &str, key: &[u8], value: &[u8]) -> Result<(), MigrationError> {
+        self.check(family)?;
+        self.overlay
+            .entry(family.to_owned())
+            .or_default()
+            .insert(key.to_vec(), Some(value.to_vec()));
+        self.puts += 1;
+        Ok(())
+    }
+
+    fn delete(&mut self, family: &str, key: &[u8]) -> Result<(), MigrationError> {
+        self.check(family)?;
+        self.overlay
+            .entry(family.to_owned())
+            .or_default()
+            .insert(key.to_vec(), None);
+        self.deletes += 1;
+        Ok(())
+    }
+
+    fn create_family(&mut self, family: &str) -> Result<(), MigrationError> {
+        if self.db.cf_handle(family).is_none() && !self.create.iter().any(|f| f == family) {
+            self.create.push(family.to_owned());
+        }
+        Ok(())
+    }
+}
+
 fn open_error(path: &Path, e: rocksdb::Error) -> StateError {
     let msg = e.to_string();
-    if msg.contains("lock") || msg.contains("LOCK") {
+    // RocksDB's own LOCK file: held only by a process that is not a retail-kpi job (ours
+    // take `retail-kpi.lock` first). Other messages that mention the LOCK file (a
+    // read-only or full folder) are not a holder.
+    if msg.contains("Resource temporarily unavailable")
+        || msg.contains("lock hold by current process")
+    {
         StateError::Locked { path: path.into() }
-    } else if msg.contains("Corruption") {
+    } else if msg.contains("Corruption")
+        || (msg.contains("MANIFEST") && msg.contains("No such file"))
+    {
         StateError::Corrupt {
             path: path.into(),
             why: msg,
@@ -565,6 +1213,190 @@ mod tests {
             Store::open(dir.path()),
             Err(StateError::Foreign { .. })
         ));
+    }
+
+    /// A schema-1 store as the builds before the migrations wrote it, made by hand: the six
+    /// families, version 1, a checkpoint number and the counters as one value (format byte
+    /// 1, then twelve `u64`s little-endian, bincode's fixed-size encoding).
+    fn v1_store(dir: &Path, counters: &[u8]) {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let db = DB::open_cf(&opts, dir, COLUMN_FAMILIES).unwrap();
+        let meta = db.cf_handle(CF_META).unwrap();
+        db.put_cf(meta, b"schema_version", [0, 0, 0, 1]).unwrap();
+        db.put_cf(meta, b"checkpoint_seq", 7u64.to_be_bytes())
+            .unwrap();
+        db.put_cf(meta, b"counters", counters).unwrap();
+    }
+
+    /// Counters 1, 2, …, 12 in schema 1's field order.
+    fn v1_counters() -> Vec<u8> {
+        let mut v = vec![1u8];
+        for n in 1..=12u64 {
+            v.extend(n.to_le_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn a_v1_store_is_backed_up_then_migrated() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("state");
+        v1_store(&dir, &v1_counters());
+        let (s, m) = Store::open_and_migrate(&dir).unwrap();
+        let m = m.expect("a migration ran");
+        assert_eq!((m.from, m.to), (1, 2));
+        assert_eq!(m.steps.len(), 1);
+        assert_eq!((m.steps[0].puts, m.steps[0].deletes), (12, 1));
+        assert_eq!(s.schema_version().unwrap(), Some(2));
+        assert_eq!(
+            s.load().unwrap().counters,
+            Counters {
+                read: 1,
+                accepted: 2,
+                rejected: [3, 4, 5, 6, 7, 8, 9],
+                replayed_skipped: 10,
+                windows_closed: 11,
+                buckets_rendered: 12,
+            }
+        );
+        assert_eq!(s.meta_bytes(b"counters").unwrap(), None);
+        assert_eq!(
+            s.meta_bytes(b"counter/rejected/late").unwrap(),
+            Some(8u64.to_be_bytes().to_vec())
+        );
+        drop(s);
+        let backup = m.backup.expect("an older store is backed up");
+        assert_eq!(
+            backup.parent().unwrap(),
+            parent.path().canonicalize().unwrap()
+        );
+        let name = backup.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with("state.backup-v1-"), "{name}");
+        let b = Store::open_read_only(&backup).unwrap();
+        assert_eq!(b.version(), 1);
+        assert_eq!(b.meta_bytes(b"counters").unwrap(), Some(v1_counters()));
+        let (_, again) = Store::open_and_migrate(&dir).unwrap();
+        assert!(again.is_none(), "a migrated store has nothing left to do");
+    }
+
+    #[test]
+    fn a_plan_runs_the_migrations_and_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        v1_store(dir.path(), &v1_counters());
+        {
+            let s = Store::open_read_only(dir.path()).unwrap();
+            let plan = s.plan().unwrap();
+            assert_eq!((plan.from, plan.to), (1, SCHEMA_VERSION));
+            assert_eq!(
+                plan.steps,
+                vec![Step {
+                    version: 2,
+                    name: "counters_as_keys",
+                    summary: MIGRATIONS[1].summary,
+                    puts: 12,
+                    deletes: 1,
+                    families_created: vec![],
+                }]
+            );
+            assert!(matches!(
+                s.load(),
+                Err(StateError::NeedsMigration {
+                    found: 1,
+                    supported: 2,
+                    ..
+                })
+            ));
+        }
+        let s = Store::open_read_only(dir.path()).unwrap();
+        assert_eq!(s.version(), 1);
+        assert_eq!(s.meta_bytes(b"counters").unwrap(), Some(v1_counters()));
+    }
+
+    #[test]
+    fn a_migration_that_fails_leaves_the_store_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = vec![1u8, 2, 3];
+        v1_store(dir.path(), &bad);
+        let e = Store::open(dir.path()).err().expect("must fail");
+        let msg = e.to_string();
+        assert!(
+            matches!(
+                e,
+                StateError::Migration {
+                    version: 2,
+                    at: 1,
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("0002 (counters_as_keys)")
+                && msg.contains("stays at schema version 1")
+                && msg.contains("backup taken before is"),
+            "{msg}"
+        );
+        let s = Store::open_read_only(dir.path()).unwrap();
+        assert_eq!(s.version(), 1);
+        assert_eq!(s.meta_bytes(b"counters").unwrap(), Some(bad));
+    }
+
+    #[test]
+    fn a_fresh_store_runs_every_migration_and_needs_no_backup() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("state");
+        let (s, m) = Store::open_and_migrate(&dir).unwrap();
+        let m = m.expect("a fresh store is built by the migrations");
+        assert_eq!((m.from, m.to, m.backup), (0, SCHEMA_VERSION, None));
+        assert_eq!(m.steps[0].families_created, COLUMN_FAMILIES.to_vec());
+        assert_eq!(s.version(), SCHEMA_VERSION);
+        assert_eq!(
+            s.load().unwrap(),
+            Restored {
+                closed_before: i64::MIN,
+                ..Restored::default()
+            }
+        );
+        let entries: Vec<_> = std::fs::read_dir(parent.path()).unwrap().collect();
+        assert_eq!(entries.len(), 1, "no backup beside a fresh store");
+    }
+
+    /// What a MANIFEST cut short can leave: data whose checkpoint number was in a table
+    /// file that the MANIFEST no longer names.
+    #[test]
+    fn data_without_a_checkpoint_number_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let mut b = WriteBatch::default();
+            b.put_cf(
+                s.cf(CF_PARTITIONS),
+                0u32.to_be_bytes(),
+                encode_value(&PartitionState::default()),
+            );
+            s.write(b).unwrap();
+        }
+        for e in [
+            Store::open(dir.path()).err(),
+            Store::open_read_only(dir.path()).err(),
+        ] {
+            let msg = e.as_ref().map(ToString::to_string).unwrap_or_default();
+            assert!(matches!(e, Some(StateError::Corrupt { .. })), "{msg}");
+            assert!(msg.contains("partitions but no checkpoint number"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn looking_at_a_missing_store_creates_nothing() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("nothing");
+        assert!(matches!(
+            Store::open_read_only(&dir),
+            Err(StateError::Missing { .. })
+        ));
+        assert!(!dir.exists());
     }
 
     #[test]
