@@ -112,11 +112,14 @@ pub fn parse_invoice<'a>(value: &'a [u8], limits: &Limits) -> Result<Invoice<'a>
 /// `invalid_json` even when the visitor stopped first at a field it did not like.
 fn classify(text: &str, e: serde_json::Error, field: &str) -> Rejection {
     use serde_json::error::Category;
+    // serde_json files a number too large for an f64 under "syntax", but it is valid JSON
+    // of the wrong type wherever we ask for a string, an object or an array.
+    let out_of_range = e.to_string().starts_with("number out of range");
     match e.classify() {
-        Category::Syntax | Category::Eof | Category::Io => {
+        Category::Syntax | Category::Eof | Category::Io if !out_of_range => {
             Rejection::new(Reason::InvalidJson, format!("not valid JSON: {e}"))
         }
-        Category::Data => {
+        _ => {
             if let Err(syntax) = serde_json::from_str::<IgnoredAny>(text) {
                 return Rejection::new(Reason::InvalidJson, format!("not valid JSON: {syntax}"));
             }
@@ -152,9 +155,9 @@ impl<'de> Visitor<'de> for InvoiceVisitor<'_> {
         let mut timestamp: Option<(Cow<'de, str>, EventTime)> = None;
         let mut kind: Option<Kind> = None;
         let mut items: Option<ItemTotals> = None;
-        while let Some(key) = map.next_key::<Str<'de>>()? {
+        while let Some(key) = map.next_key::<Key<'de>>()? {
             match key.0.as_ref() {
-                "invoice_no" => {
+                b"invoice_no" => {
                     self.field.set("invoice_no");
                     if invoice_no.is_some() {
                         return Err(dup("invoice_no"));
@@ -162,7 +165,7 @@ impl<'de> Visitor<'de> for InvoiceVisitor<'_> {
                     let raw: &'de RawValue = map.next_value()?;
                     invoice_no = Some(parse_invoice_no(raw.get()).map_err(de::Error::custom)?);
                 }
-                "country" => {
+                b"country" => {
                     self.field.set("country");
                     if country.is_some() {
                         return Err(dup("country"));
@@ -173,7 +176,7 @@ impl<'de> Visitor<'de> for InvoiceVisitor<'_> {
                             de::Error::custom("is empty after trimming white space")
                         })?);
                 }
-                "timestamp" => {
+                b"timestamp" => {
                     self.field.set("timestamp");
                     if timestamp.is_some() {
                         return Err(dup("timestamp"));
@@ -183,7 +186,7 @@ impl<'de> Visitor<'de> for InvoiceVisitor<'_> {
                         .map_err(|e| de::Error::custom(format_args!("{t:?} {e}")))?;
                     timestamp = Some((t, et));
                 }
-                "type" => {
+                b"type" => {
                     self.field.set("type");
                     if kind.is_some() {
                         return Err(dup("type"));
@@ -199,7 +202,7 @@ impl<'de> Visitor<'de> for InvoiceVisitor<'_> {
                         }
                     });
                 }
-                "items" => {
+                b"items" => {
                     self.field.set("items");
                     if items.is_some() {
                         return Err(dup("items"));
@@ -343,6 +346,36 @@ impl<'de> DeserializeSeed<'de> for ItemSeed<'_> {
     }
 }
 
+/// An object key as bytes: escapes are decoded, but a lone surrogate is not an error,
+/// because an unknown field is ignored whatever it holds, its name included; a key
+/// with one never equals a field name.
+struct Key<'de>(Cow<'de, [u8]>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Key<'de>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_vec())))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v.as_bytes())))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.as_bytes().to_vec())))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
 /// A string borrowed from the record when it has no escapes. serde's own `Cow<str>`
 /// always allocates (it borrows only under a derive's `#[serde(borrow)]`), which cost an
 /// allocation per key and per string value on the hot path.
@@ -400,9 +433,9 @@ impl<'de> Visitor<'de> for ItemSeed<'_> {
         let (mut sku, mut title) = (false, false);
         let mut price: Option<Money> = None;
         let mut qty: Option<u64> = None;
-        while let Some(key) = map.next_key::<Str<'de>>()? {
+        while let Some(key) = map.next_key::<Key<'de>>()? {
             match key.0.as_ref() {
-                "SKU" => {
+                b"SKU" => {
                     self.field.set("items[].SKU");
                     if sku {
                         return Err(dup("items[].SKU"));
@@ -410,7 +443,7 @@ impl<'de> Visitor<'de> for ItemSeed<'_> {
                     map.next_value::<AnyStr>()?;
                     sku = true;
                 }
-                "title" => {
+                b"title" => {
                     self.field.set("items[].title");
                     if title {
                         return Err(dup("items[].title"));
@@ -418,7 +451,7 @@ impl<'de> Visitor<'de> for ItemSeed<'_> {
                     map.next_value::<AnyStr>()?;
                     title = true;
                 }
-                "unit_price" => {
+                b"unit_price" => {
                     self.field.set("items[].unit_price");
                     if price.is_some() {
                         return Err(dup("items[].unit_price"));
@@ -430,7 +463,7 @@ impl<'de> Visitor<'de> for ItemSeed<'_> {
                             .map_err(|e| de::Error::custom(format_args!("{text} {e}")))?,
                     );
                 }
-                "quantity" => {
+                b"quantity" => {
                     self.field.set("items[].quantity");
                     if qty.is_some() {
                         return Err(dup("items[].quantity"));

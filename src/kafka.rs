@@ -472,7 +472,12 @@ impl Source for KafkaSource {
         let mut wait = self.cfg.poll_wait;
         // One clock reading per batch: the idle rule needs no finer time than a poll.
         let batch_time = Instant::now();
-        while n < max {
+        // Bounded by events, not only records: librdkafka can hand back error or EOF events
+        // without end while brokers misbehave, and the job loop must still get control
+        // (idle confirmations, checkpoints, a stop signal) between batches.
+        let mut events = 0;
+        while n < max && events < max {
+            events += 1;
             let Some(res) = self.consumer.poll(wait) else {
                 break;
             };
@@ -519,6 +524,7 @@ impl Source for KafkaSource {
                         }
                     }
                     self.consumer.context().failed(&e.to_string());
+                    break;
                 }
             }
         }

@@ -409,7 +409,9 @@ fn outage_is_not_quiet(c: &Cluster, dir: &Path) {
             );
         }
         assert!(
-            resumed.elapsed() < Duration::from_secs(40),
+            // Generous: what this case proves is that nothing closed *during* the outage;
+            // after it, reconnection takes librdkafka anywhere from 1 s to tens of seconds.
+            resumed.elapsed() < Duration::from_secs(120),
             "the quiet stream's last bucket never closed after the broker came back (log in {})",
             dir.display()
         );

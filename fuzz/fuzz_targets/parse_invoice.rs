@@ -1,0 +1,133 @@
+//! Fuzz target: the invoice parser (`retail_kpi::invoice::parse_invoice`) on arbitrary bytes.
+//!
+//! Checked for every input, under the default limits and under tight limits derived from the
+//! input's length (so that both `too_large` checks are reached often):
+//! - no panic (libFuzzer reports one as a crash);
+//! - an accepted invoice keeps the invariants of SPEC §1–§2 (country non-empty and trimmed,
+//!   ORDER xor RETURN, cost sign, item count within the limit, prices and quantities within
+//!   their ranges summed exactly);
+//! - a refusal has a message, and an `invalid_invoice` message names a field or says the
+//!   value is not an invoice;
+//! - the verdict equals that of the independent reference of the tests
+//!   (`tests/common/reference.rs`, written from the SPEC alone): same reason code, and for an
+//!   accepted invoice the same event time, country, kind, Σ quantity and Σ cost.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use retail_kpi::invoice::{parse_invoice, Kind, Limits, MAX_QUANTITY};
+use retail_kpi::money::MAX_UNIT_PRICE;
+
+#[allow(dead_code, clippy::all)]
+#[path = "../../tests/common/reference.rs"]
+mod reference;
+
+use reference::{check_record, RefConfig, RefRecord};
+
+/// Differences from the reference already reported (README "Bad input and fuzzing",
+/// findings F1-F3; regression tests in tests/bad_input.rs, `#[ignore]`d until fixed).
+/// Skipped here so that a run goes on looking for new ones. `None` is "accepted".
+fn known_divergence(data: &[u8], message: &str, got: Option<&str>, want: Option<&str>) -> bool {
+    let valid_json = std::str::from_utf8(data).is_ok_and(reference::is_one_json_value);
+    // F1: a number beyond f64 (`1e400`) where an object, a string or an array is expected
+    // is valid JSON of the wrong type (invalid_invoice); serde_json reports "number out of
+    // range" in its syntax category and the parser calls it invalid_json.
+    let f1 = got == Some("invalid_json")
+        && want == Some("invalid_invoice")
+        && message.contains("number out of range");
+    // F2: a field fails (wrong type or range) before a later string the invoice uses holds
+    // a lone surrogate escape: SPEC §7 checks JSON first (invalid_json); the parser stops at
+    // the field, re-checks the syntax with `IgnoredAny` (which lets lone surrogates pass)
+    // and says invalid_invoice.
+    let f2 = got == Some("invalid_invoice") && want == Some("invalid_json") && valid_json;
+    // F3: a lone surrogate escape in the *key* of an unknown field (or a known field's key
+    // spelled with one): the reference (and SPEC §1 "unknown fields are ignored, whatever
+    // they hold") ignores it; the parser decodes every key as a str and says invalid_json.
+    let f3 = got == Some("invalid_json")
+        && want != Some("invalid_json")
+        && valid_json
+        && message.contains("escape");
+    f1 || f2 || f3
+}
+
+fn check(data: &[u8], limits: Limits) {
+    let got = parse_invoice(data, &limits);
+    let cfg = RefConfig {
+        max_record_bytes: limits.max_record_bytes,
+        max_items: limits.max_items as usize,
+        ..RefConfig::default()
+    };
+    let want = check_record(
+        &RefRecord {
+            partition: 0,
+            offset: 0,
+            timestamp_ms: None,
+            value: data.to_vec(),
+        },
+        &cfg,
+    );
+    if let Err(rej) = &got {
+        let want_code = want.as_ref().err().copied();
+        if known_divergence(data, &rej.message, Some(rej.reason.code()), want_code) {
+            return;
+        }
+    }
+    match (&got, &want) {
+        (Ok(inv), Ok(r)) => {
+            // Invariants of an accepted invoice, from the SPEC.
+            assert!(data.len() <= limits.max_record_bytes);
+            assert!(!inv.country.is_empty(), "empty country accepted");
+            assert_eq!(inv.country.trim(), inv.country, "country not trimmed");
+            assert_eq!(inv.is_order() + inv.is_return(), 1);
+            assert!(inv.item_count <= limits.max_items);
+            match inv.kind {
+                Kind::Order => assert!(inv.total_cost.0 >= 0),
+                Kind::Return => assert!(inv.total_cost.0 <= 0),
+            }
+            assert!(inv.total_items as u128 <= inv.item_count as u128 * MAX_QUANTITY as u128);
+            assert!(
+                inv.total_cost.0.unsigned_abs() <= inv.total_items as u128 * MAX_UNIT_PRICE as u128
+            );
+            // Same invoice as the reference computes.
+            assert_eq!(inv.event_time, r.event_ns, "event time");
+            assert_eq!(inv.country.as_ref(), r.country.as_str(), "country");
+            assert_eq!(inv.kind == Kind::Return, r.is_return, "type");
+            assert_eq!(inv.item_count, r.items.len() as u64, "item count");
+            assert_eq!(inv.total_items as i128, r.total_items(), "total_items");
+            assert_eq!(inv.total_cost.0, r.total_cost_units(), "total_cost");
+        }
+        (Err(rej), Err(code)) => {
+            assert!(!rej.message.is_empty());
+            if rej.reason.code() == "invalid_invoice" {
+                assert!(
+                    rej.message.contains('`') || rej.message.starts_with("not an invoice"),
+                    "message names no field: {}",
+                    rej.message
+                );
+            }
+            assert_eq!(
+                rej.reason.code(),
+                *code,
+                "reason differs from the reference; message: {}",
+                rej.message
+            );
+        }
+        (Ok(inv), Err(code)) => panic!("accepted, the reference says {code}: {inv:?}"),
+        (Err(rej), Ok(_)) => panic!(
+            "refused as {} ({}), the reference accepts it",
+            rej.reason, rej.message
+        ),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    check(data, Limits::default());
+    // Tight limits: at, or one or two bytes under, the record's size; 0..=3 items.
+    check(
+        data,
+        Limits {
+            max_record_bytes: data.len().saturating_sub(data.len() % 3),
+            max_items: (data.len() % 4) as u64,
+        },
+    );
+});
