@@ -91,11 +91,20 @@ pub fn parse_invoice<'a>(value: &'a [u8], limits: &Limits) -> Result<Invoice<'a>
         )
     })?;
     let field = Cell::new("");
+    KEY_NEEDS_SYNTAX_CHECK.with(|c| c.set(false));
     let mut de = serde_json::Deserializer::from_str(text);
     let parsed = de
         .deserialize_map(InvoiceVisitor { field: &field })
         .and_then(|inv| de.end().map(|()| inv));
     let inv = parsed.map_err(|e| classify(text, e, field.get()))?;
+    if KEY_NEEDS_SYNTAX_CHECK.with(|c| c.get()) {
+        if let Err(e) = serde_json::from_str::<IgnoredAny>(text) {
+            return Err(Rejection::new(
+                Reason::InvalidJson,
+                format!("not valid JSON: {e}"),
+            ));
+        }
+    }
     if inv.item_count > limits.max_items {
         return Err(Rejection::new(
             Reason::TooLarge,
@@ -123,6 +132,18 @@ fn classify(text: &str, e: serde_json::Error, field: &str) -> Rejection {
             if let Err(syntax) = serde_json::from_str::<IgnoredAny>(text) {
                 return Rejection::new(Reason::InvalidJson, format!("not valid JSON: {syntax}"));
             }
+            // The visitor stopped at the bad field; a string the invoice uses further on
+            // may still hold a lone surrogate, which §7 ranks first (invalid_json).
+            let mut de = serde_json::Deserializer::from_str(text);
+            if let Err(syntax) = de.deserialize_any(UsedStrings(Scope::Invoice)) {
+                let range = syntax.to_string().starts_with("number out of range");
+                if !matches!(syntax.classify(), Category::Data) && !range {
+                    return Rejection::new(
+                        Reason::InvalidJson,
+                        format!("not valid JSON: {syntax}"),
+                    );
+                }
+            }
             let msg = if field.is_empty() {
                 format!("not an invoice: {e}")
             } else {
@@ -130,6 +151,76 @@ fn classify(text: &str, e: serde_json::Error, field: &str) -> Rejection {
             };
             Rejection::new(Reason::InvalidInvoice, msg)
         }
+    }
+}
+
+/// Where `UsedStrings` is in the invoice: it decodes (and so validates) only the strings
+/// the invoice uses, and passes over everything else, wrong types included.
+#[derive(Clone, Copy)]
+enum Scope {
+    Invoice,
+    Items,
+    Item,
+    Used,
+    Ignored,
+}
+
+struct UsedStrings(Scope);
+
+impl<'de> DeserializeSeed<'de> for UsedStrings {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        match self.0 {
+            Scope::Ignored => d.deserialize_ignored_any(IgnoredAny).map(|_| ()),
+            _ => d.deserialize_any(self),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for UsedStrings {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = match self.0 {
+            Scope::Items => Scope::Item,
+            _ => Scope::Ignored,
+        };
+        while seq.next_element_seed(UsedStrings(inner))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            let inner = match (self.0, k.as_ref()) {
+                (Scope::Invoice, b"items") => Scope::Items,
+                (Scope::Invoice, b"invoice_no" | b"country" | b"timestamp" | b"type") => {
+                    Scope::Used
+                }
+                (Scope::Item, b"SKU" | b"title") => Scope::Used,
+                _ => Scope::Ignored,
+            };
+            map.next_value_seed(UsedStrings(inner))?;
+        }
+        Ok(())
     }
 }
 
@@ -346,6 +437,12 @@ impl<'de> DeserializeSeed<'de> for ItemSeed<'_> {
     }
 }
 
+thread_local! {
+    /// Set while parsing when a key decoded from escapes holds a control byte: then only
+    /// a full syntax check can tell `\u0009` (valid) from a raw tab (invalid JSON).
+    static KEY_NEEDS_SYNTAX_CHECK: Cell<bool> = const { Cell::new(false) };
+}
+
 /// An object key as bytes: escapes are decoded, but a lone surrogate is not an error,
 /// because an unknown field is ignored whatever it holds, its name included; a key
 /// with one never equals a field name.
@@ -359,10 +456,21 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a key")
             }
+            // Read as bytes, serde_json checks neither surrogates nor raw control
+            // characters. A raw one is invalid JSON: an error here sends the record through
+            // `classify`, whose full syntax check calls it invalid_json. After escapes were
+            // decoded a control byte may be legitimate (`\u0009`), so the record is only
+            // marked for that full check.
             fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Key<'de>, E> {
+                if v.iter().any(|&b| b < 0x20) {
+                    return Err(E::custom("control character in an object key"));
+                }
                 Ok(Key(Cow::Borrowed(v)))
             }
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Key<'de>, E> {
+                if v.iter().any(|&b| b < 0x20) {
+                    KEY_NEEDS_SYNTAX_CHECK.with(|c| c.set(true));
+                }
                 Ok(Key(Cow::Owned(v.to_vec())))
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
@@ -685,6 +793,20 @@ mod tests {
             "{\"extra\": {\"a\": [1, null, 2.5e300]}, \"invoice_no\"",
         );
         assert!(parse(&extra).is_ok());
+    }
+
+    /// Regression (fuzzing): keys read as bytes let raw control characters through.
+    #[test]
+    fn raw_control_characters_in_keys_are_invalid_json() {
+        let raw = GOOD.replace("\"items\"", "\"x\u{9}y\": 1, \"items\"");
+        assert_eq!(reason(&raw), Reason::InvalidJson);
+        let raw_escaped = GOOD.replace("\"items\"", "\"\\u0041\u{0}\": 1, \"items\"");
+        assert_eq!(reason(&raw_escaped), Reason::InvalidJson);
+        let escaped = GOOD.replace("\"items\"", "\"x\\u0009y\": 1, \"items\"");
+        assert!(
+            parse(&escaped).is_ok(),
+            "an escaped control character is fine"
+        );
     }
 
     #[test]
