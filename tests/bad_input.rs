@@ -1181,9 +1181,8 @@ fn record_size_bounds_the_items_whatever_max_items_says() {
 // ---------------------------------------------------------------------------------------
 // REGRESSION TESTS FOR BUGS FOUND BY FUZZING (fuzz/fuzz_targets/parse_invoice.rs, which
 // compares the parser with the independent reference of tests/common/reference.rs).
-// They fail today and are `#[ignore]`d so CI stays green: the fix belongs in
-// src/invoice.rs (`classify` and the key visitor). Remove the `#[ignore]` with the fix.
-// Run them with `cargo test --release --features failpoints --test bad_input -- --ignored`.
+// F1-F3 were fixed in src/invoice.rs (`classify`, the key visitor, the used-strings
+// check); these tests keep them fixed.
 // ---------------------------------------------------------------------------------------
 
 fn reason_of(line: &str) -> Result<(), (Reason, String)> {
