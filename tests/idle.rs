@@ -8,7 +8,8 @@
 //!     the wall clock here, shifted back by less than ten minutes so that a bucket ends a
 //!     few seconds after the stream stops);
 //! (c) a broker outage never counts as quiet: the same quiet stream with the broker paused
-//!     (SIGSTOP) closes nothing, however long the outage; once it is resumed, it closes.
+//!     (SIGSTOP) closes nothing, however long the outage; after the resume the job lives on
+//!     and stops cleanly (the closing itself may wait for the next record: see README).
 //!
 //! Every wait polls for a condition with a deadline. The three cases share one broker and
 //! run one after the other: (c) pauses the broker.

@@ -4,75 +4,20 @@
 //!
 //! Needs Java (and Maven for the first install); without them the tests fail and say so.
 
+#[path = "../chaos/cluster.rs"]
+mod cluster;
 mod common;
 
+use cluster::{read_back, wait_deadline, wait_topic, Cluster, BIN};
 use common::harness;
-use common::reference::{reference, RefConfig, RefRecord};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use common::reference::{reference, RefConfig};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_retail-kpi");
-
-struct Cluster {
-    dir: PathBuf,
-    port_base: u16,
-    bootstrap: String,
-}
-
-impl Cluster {
-    fn script(&self, args: &[&str]) -> String {
-        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
-            .args(args)
-            .env("RETAIL_KPI_KAFKA_DIR", &self.dir)
-            .env("RETAIL_KPI_KAFKA_PORT_BASE", self.port_base.to_string())
-            .stdin(Stdio::null())
-            .output()
-            .expect("cannot run scripts/kafka");
-        assert!(
-            out.status.success(),
-            "scripts/kafka {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn start(name: &str, brokers: u32, port_base: u16) -> Cluster {
-        for tool in ["java", "mvn"] {
-            let found = Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {tool}"))
-                .output()
-                .is_ok_and(|o| o.status.success());
-            assert!(found, "`{tool}` is missing: these tests run real Kafka brokers; install Java 17 and Maven (apt-get install openjdk-17-jre-headless maven)");
-        }
-        let dir =
-            std::env::temp_dir().join(format!("retail-kpi-test-{name}-{}", std::process::id()));
-        let mut c = Cluster {
-            dir,
-            port_base,
-            bootstrap: String::new(),
-        };
-        c.script(&["start", "--brokers", &brokers.to_string()]);
-        c.bootstrap = c.script(&["bootstrap"]).trim().to_owned();
-        c
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
-            .arg("wipe")
-            .env("RETAIL_KPI_KAFKA_DIR", &self.dir)
-            .env("RETAIL_KPI_KAFKA_PORT_BASE", self.port_base.to_string())
-            .output();
-    }
+fn start_cluster(name: &str, brokers: u32, port_base: u16) -> Cluster {
+    let dir = std::env::temp_dir().join(format!("retail-kpi-test-{name}-{}", std::process::id()));
+    Cluster::start(dir, brokers, port_base)
 }
 
 fn produce(c: &Cluster, topic: &str, count: u64, seed: u64, extra: &[&str]) -> Child {
@@ -100,46 +45,6 @@ fn produce(c: &Cluster, topic: &str, count: u64, seed: u64, extra: &[&str]) -> C
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-/// Waits until the topic exists with all its partitions, as the producer creates it.
-fn wait_topic(c: &Cluster, topic: &str, partitions: usize) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &c.bootstrap)
-        .create()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
-            let ok = md.topics().iter().any(|t| {
-                t.error().is_none()
-                    && t.partitions().len() == partitions
-                    && t.partitions().iter().all(|p| p.leader() >= 0)
-            });
-            if ok {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "topic {topic} did not appear");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Waits for a child with a deadline, so that a stuck producer or job fails the test
-/// instead of hanging CI.
-fn wait_deadline(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn wait_ok(mut child: Child, what: &str) {
@@ -186,50 +91,6 @@ fn terminate(mut child: Child) {
     assert!(st.success(), "job did not exit 0 on SIGTERM: {st}");
 }
 
-/// Reads the whole topic back with a plain consumer.
-fn read_back(c: &Cluster, topic: &str) -> Vec<RefRecord> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &c.bootstrap)
-        .set("group.id", "read-back")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .unwrap();
-    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
-    let mut ends = BTreeMap::new();
-    let mut tpl = TopicPartitionList::new();
-    for &p in &parts {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(30))
-            .unwrap();
-        ends.insert(p, high);
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let mut next: BTreeMap<i32, i64> = parts.iter().map(|&p| (p, 0)).collect();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while next.iter().any(|(p, n)| *n < ends[p]) {
-        assert!(
-            Instant::now() < deadline,
-            "reading the topic back timed out"
-        );
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            next.insert(m.partition(), m.offset() + 1);
-            out.push(RefRecord {
-                partition: m.partition() as u32,
-                offset: m.offset(),
-                timestamp_ms: m.timestamp().to_millis().filter(|&t| t >= 0),
-                value: m.payload().unwrap_or(&[]).to_vec(),
-            });
-        }
-    }
-    out
-}
-
 fn check(c: &Cluster, topic: &str, out: &Path, expected_count: usize) {
     let records = read_back(c, topic);
     assert_eq!(
@@ -257,7 +118,7 @@ fn sigkill(child: &mut Child) -> bool {
 
 #[test]
 fn single_broker_backfill_kills_and_broker_restart() {
-    let c = Cluster::start("one", 1, 39092);
+    let c = start_cluster("one", 1, 39092);
     let tmp = tempfile::tempdir().unwrap();
 
     // (a) 200,000 invoices over 4 partitions, one backfill.
@@ -312,7 +173,7 @@ fn single_broker_backfill_kills_and_broker_restart() {
 
 #[test]
 fn three_brokers_partition_leader_killed() {
-    let c = Cluster::start("three", 3, 49092);
+    let c = start_cluster("three", 3, 49092);
     let tmp = tempfile::tempdir().unwrap();
     let producer = produce(
         &c,
