@@ -173,24 +173,30 @@ fn single_broker_backfill_kills_and_broker_restart() {
 
 #[test]
 fn three_brokers_partition_leader_killed() {
+    // The leader of partition 0 killed under the live job, between two producer waves:
+    // a producer running across the kill failed now and then inside librdkafka (exit 5,
+    // see the note of this issue), which is not what this case tests.
     let c = start_cluster("three", 3, 49092);
     let tmp = tempfile::tempdir().unwrap();
-    let producer = produce(
-        &c,
-        "d",
-        100_000,
-        4,
-        &["--partitions", "4", "--replication", "3", "--rate", "20000"],
-    );
+    let args = ["--partitions", "4", "--replication", "3"];
+    wait_ok(produce(&c, "d", 50_000, 4, &args), "produce");
     wait_topic(&c, "d", 4);
     let (out, st) = (tmp.path().join("d-out"), tmp.path().join("d-state"));
     let live = job(&c, "d", &out, &st, &[]).spawn().unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(1));
     let leader = c.script(&["leader", "d", "0"]).trim().to_owned();
     c.script(&["kill", &leader]);
     std::thread::sleep(Duration::from_secs(3));
     c.script(&["start-node", &leader]);
-    wait_ok(producer, "produce");
+    let wave2 = [
+        "--partitions",
+        "4",
+        "--replication",
+        "3",
+        "--start",
+        "2020-09-18 11:30:00",
+    ];
+    wait_ok(produce(&c, "d", 50_000, 44, &wave2), "produce");
     terminate(live);
     backfill(&c, "d", &out, &st);
     check(&c, "d", &out, 100_000);
