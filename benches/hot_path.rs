@@ -47,6 +47,7 @@ fn hot_path(c: &mut Criterion) {
                         offset: i as i64,
                         timestamp_ms: None,
                         value: r,
+                        full_len: None,
                     });
                 }
                 e

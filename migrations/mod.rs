@@ -35,6 +35,7 @@
 
 mod m0001_initial_layout;
 mod m0002_counters_as_keys;
+mod m0003_window_rows;
 
 /// An error of one migration: what it found that it cannot migrate.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,7 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     m0001_initial_layout::MIGRATION,
     m0002_counters_as_keys::MIGRATION,
+    m0003_window_rows::MIGRATION,
 ];
 
 /// The schema version this build writes: the last migration's.

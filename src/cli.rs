@@ -13,6 +13,7 @@ use retail_kpi::generate::{parse_start, GenConfig, Generator};
 use retail_kpi::invoice::Limits;
 use retail_kpi::job::{self, JobConfig, JobError};
 use retail_kpi::metrics::{Metrics, MetricsError};
+use retail_kpi::source::SourceMismatch;
 use retail_kpi::state::{StateError, Store};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -141,6 +142,11 @@ impl GenArgs {
     }
 }
 
+/// Longest grace or future skew: ten years of event time.
+const MAX_EVENT_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+/// Longest duration handed to librdkafka, whose timeouts are 32-bit milliseconds.
+const MAX_CLIENT_DURATION: Duration = Duration::from_secs(24 * 86_400);
+
 fn kv(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
@@ -187,6 +193,16 @@ struct RunArgs {
     /// Longest wait at start for the brokers to give the topic's metadata; then exit 5.
     #[arg(long, default_value = "30s", value_parser = duration, env = "RETAIL_KPI_CONNECT_TIMEOUT")]
     connect_timeout: Duration,
+    /// Records gone from the brokers before the job read them (retention, deletion, a
+    /// topic created again): `fail` stops with exit 5; `continue` writes each gap to
+    /// <out>/gaps/ and goes on from the earliest offset the brokers have.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "fail",
+        env = "RETAIL_KPI_ON_DATA_LOSS"
+    )]
+    on_data_loss: retail_kpi::kafka::OnDataLoss,
     /// librdkafka property passed through, e.g. -X security.protocol=SASL_SSL (repeatable;
     /// wins over the same key in the settings file's `[kafka]` table). Secrets given here
     /// show in the process list: put them in the settings file.
@@ -213,6 +229,11 @@ struct RunArgs {
     /// Most items in one invoice.
     #[arg(long, default_value_t = 10_000, env = "RETAIL_KPI_MAX_ITEMS")]
     max_items: u64,
+    /// Most distinct countries one partition may bring into one window; an invoice that
+    /// would add one more is rejected as too_large (the default is four times the ISO
+    /// 3166 list: no real shop nears it, and made-up names cannot grow a window for ever).
+    #[arg(long, default_value_t = retail_kpi::engine::DEFAULT_MAX_COUNTRIES, env = "RETAIL_KPI_MAX_COUNTRIES")]
+    max_countries: usize,
     /// Print the per-invoice summary (invoice_no, country, timestamp, total_cost,
     /// total_items, is_order, is_return) as JSON lines on standard output.
     #[arg(long)]
@@ -437,6 +458,7 @@ struct Settings {
     idle_timeout: Duration,
     group_id: Option<String>,
     connect_timeout: Duration,
+    on_data_loss: retail_kpi::kafka::OnDataLoss,
     out: PathBuf,
     state: PathBuf,
     grace: Duration,
@@ -444,6 +466,7 @@ struct Settings {
     max_future_skew: Duration,
     max_record_bytes: usize,
     max_items: u64,
+    max_countries: usize,
     print_invoices: bool,
     /// `None`: `off`.
     metrics_addr: Option<SocketAddr>,
@@ -551,6 +574,15 @@ impl Settings {
             file.connect_timeout.as_deref(),
             duration,
         )?;
+        let on_data_loss = g.pick_parsed(
+            "on_data_loss",
+            r.on_data_loss,
+            file.on_data_loss.as_deref(),
+            |s| {
+                <retail_kpi::kafka::OnDataLoss as clap::ValueEnum>::from_str(s, false)
+                    .map_err(|_| format!("{s:?} is not `fail` or `continue`"))
+            },
+        )?;
         let out = g.pick("out", r.out.clone(), file.out.clone().map(Some));
         let state = g.pick("state", r.state.clone(), file.state.clone().map(Some));
         let grace = g.pick_parsed("grace", r.grace, file.grace.as_deref(), duration)?;
@@ -572,6 +604,7 @@ impl Settings {
             file.max_record_bytes,
         );
         let max_items = g.pick("max_items", r.max_items, file.max_items);
+        let max_countries = g.pick("max_countries", r.max_countries, file.max_countries);
         let print_invoices = g.pick("print_invoices", r.print_invoices, file.print_invoices);
         let metrics_addr_text = g.pick(
             "metrics_addr",
@@ -651,6 +684,46 @@ impl Settings {
                 "close_at_end needs `until = end` (a live run never ends)".into(),
             ));
         }
+        // Durations are bounded where the arithmetic or librdkafka's 32-bit milliseconds
+        // would overflow: a value past them is a typo, never a wish.
+        for (key, value, limit, why) in [
+            ("grace", grace, MAX_EVENT_DURATION, "3650 days"),
+            (
+                "max_future_skew",
+                max_future_skew,
+                MAX_EVENT_DURATION,
+                "3650 days",
+            ),
+            ("idle_timeout", idle_timeout, MAX_CLIENT_DURATION, "24 days"),
+            (
+                "connect_timeout",
+                connect_timeout,
+                MAX_CLIENT_DURATION,
+                "24 days",
+            ),
+            (
+                "checkpoint_interval",
+                checkpoint_interval,
+                MAX_CLIENT_DURATION,
+                "24 days",
+            ),
+        ] {
+            if value > limit {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{} is more than the most this setting takes, {why}",
+                        humantime::format_duration(value)
+                    ),
+                ));
+            }
+        }
+        if max_countries == 0 {
+            return Err(invalid(
+                "max_countries",
+                "0 would refuse every invoice; give at least 1".into(),
+            ));
+        }
         let out =
             out.ok_or_else(|| missing("the output folder", "--out", "RETAIL_KPI_OUT", "out"))?;
         let state = state
@@ -666,6 +739,7 @@ impl Settings {
             idle_timeout,
             group_id,
             connect_timeout,
+            on_data_loss,
             out,
             state,
             grace,
@@ -673,6 +747,7 @@ impl Settings {
             max_future_skew,
             max_record_bytes,
             max_items,
+            max_countries,
             print_invoices,
             metrics_addr,
             ready_max_lag,
@@ -711,6 +786,13 @@ impl Settings {
             ("idle_timeout", Some(d(self.idle_timeout))),
             ("group_id", o(&self.group_id)),
             ("connect_timeout", Some(d(self.connect_timeout))),
+            (
+                "on_data_loss",
+                Some(q(match self.on_data_loss {
+                    retail_kpi::kafka::OnDataLoss::Fail => "fail",
+                    retail_kpi::kafka::OnDataLoss::Continue => "continue",
+                })),
+            ),
             ("out", Some(q(&self.out.display().to_string()))),
             ("state", Some(q(&self.state.display().to_string()))),
             ("grace", Some(d(self.grace))),
@@ -718,6 +800,7 @@ impl Settings {
             ("max_future_skew", Some(d(self.max_future_skew))),
             ("max_record_bytes", Some(self.max_record_bytes.to_string())),
             ("max_items", Some(self.max_items.to_string())),
+            ("max_countries", Some(self.max_countries.to_string())),
             ("print_invoices", Some(self.print_invoices.to_string())),
             (
                 "metrics_addr",
@@ -781,8 +864,11 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             return match j {
                 JobError::State(_) => exit::STATE,
                 JobError::Sink(_) => exit::OUTPUT,
+                JobError::Source(e) if e.downcast_ref::<SourceMismatch>().is_some() => exit::CONFIG,
                 JobError::Source(_) => exit::SOURCE,
-                JobError::Stdout(_) => exit::OUTPUT,
+                // README: a failed standard output is a plain failure, not the output folder.
+                JobError::Stdout(_) => exit::FAILURE,
+                JobError::SettingsChanged { .. } => exit::CONFIG,
             };
         }
         if cause.downcast_ref::<StateError>().is_some() {
@@ -880,7 +966,13 @@ fn dispatch(cmd: Command, settings: Option<Settings>) -> anyhow::Result<()> {
 
 fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+    // SIGHUP too: a closed terminal or a supervisor's hang-up stops the job cleanly, with
+    // a checkpoint, instead of killing it.
+    for sig in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
@@ -901,12 +993,17 @@ fn run_job(s: Settings) -> anyhow::Result<()> {
             max_record_bytes: s.max_record_bytes,
             max_items: s.max_items,
         },
+        max_countries: s.max_countries,
     };
     cfg.checkpoint_interval = s.checkpoint_interval;
     cfg.print_invoices = s.print_invoices;
     cfg.metrics = serve_metrics(&s)?;
     let mut source: Box<dyn retail_kpi::source::Source> = match (&s.input, &s.brokers) {
-        (Some(input), _) => Box::new(FileSource::open(input)?),
+        (Some(input), _) => {
+            let mut f = FileSource::open(input)?;
+            f.set_record_limit(s.max_record_bytes);
+            Box::new(f)
+        }
         (None, Some(brokers)) => {
             let topic = s
                 .topic
@@ -917,6 +1014,7 @@ fn run_job(s: Settings) -> anyhow::Result<()> {
             k.start = s.start;
             k.idle_timeout = s.idle_timeout;
             k.connect_timeout = s.connect_timeout;
+            k.on_data_loss = s.on_data_loss;
             k.properties = s.kafka.clone().into_iter().collect();
             if let Some(g) = &s.group_id {
                 k.group_id = g.clone();
@@ -1100,6 +1198,12 @@ fn inspect(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
         "closed_windows_not_rendered": r.closed.len(),
         "buckets_due": r.ready_buckets.iter().map(|b| retail_kpi::event_time::bucket_name(*b)).collect::<Vec<_>>(),
         "rejected_files_due": r.pending_rejected.iter().map(|(s, v)| serde_json::json!({"checkpoint": s, "records": v.len()})).collect::<Vec<_>>(),
+        "settings": r.settings.map(|set| set.describe().into_iter().map(|(k, v)| (k.to_owned(), serde_json::Value::from(v))).collect::<serde_json::Map<_, _>>()),
+        "source": match &r.source {
+            None => serde_json::Value::Null,
+            Some(retail_kpi::source::SourceIdentity::Kafka { topic, topic_id }) => serde_json::json!({"kafka": {"topic": topic, "topic_id": topic_id}}),
+            Some(retail_kpi::source::SourceIdentity::File { bytes, hash }) => serde_json::json!({"file": {"bytes_read": bytes, "xxh3_128": format!("{hash:032x}")}}),
+        },
         "counters": {
             "read": counters.read, "accepted": counters.accepted, "rejected": rejected,
             "replayed_skipped": counters.replayed_skipped, "windows_closed": counters.windows_closed,
@@ -1130,6 +1234,11 @@ fn inspect(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
             v["open_windows"]["last"].as_str().unwrap_or("-")
         );
         println!("closed, unwritten windows {}", r.closed.len());
+        println!(
+            "settings         {}",
+            serde_json::to_string(&v["settings"])?
+        );
+        println!("source           {}", serde_json::to_string(&v["source"])?);
         println!("buckets due      {}", r.ready_buckets.len());
         println!("rejected files due {}", r.pending_rejected.len());
         println!(

@@ -11,10 +11,10 @@ use crate::event_time::{
     bucket_start, ms_to_nanos, window_start, EventTime, BUCKET_SECS, NANOS_PER_SEC,
 };
 use crate::invoice::{parse_invoice, Invoice, Limits};
-use crate::record::{Reason, RejectedRecord, Rejection, SourceRecord};
-use crate::window::{StoredWindow, WindowAgg};
+use crate::record::{Reason, RejectedRecord, Rejection, SourceRecord, RAW_KEPT_BYTES};
+use crate::window::{Agg, StoredWindow, WindowAgg};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Settings of the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +24,14 @@ pub struct EngineConfig {
     /// Largest lead of an event time over its record's broker timestamp, ns.
     pub max_future_skew: EventTime,
     pub limits: Limits,
+    /// Most distinct countries one partition may bring into one window (SPEC §7).
+    pub max_countries: usize,
 }
+
+/// The default cap on countries per window and partition: four times the 249 countries of
+/// ISO 3166, so that no shop's real data comes near it, while a stream of made-up country
+/// names cannot grow a window's memory (and its checkpoint) without bound.
+pub const DEFAULT_MAX_COUNTRIES: usize = 1000;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -32,6 +39,47 @@ impl Default for EngineConfig {
             grace: 60 * NANOS_PER_SEC,
             max_future_skew: 3600 * NANOS_PER_SEC,
             limits: Limits::default(),
+            max_countries: DEFAULT_MAX_COUNTRIES,
+        }
+    }
+}
+
+/// The settings that change results (SPEC §6): the store records them, and a job with
+/// other values refuses to continue it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultSettings {
+    pub grace_ns: i128,
+    pub max_future_skew_ns: i128,
+    pub max_record_bytes: u64,
+    pub max_items: u64,
+    pub max_countries: u64,
+}
+
+impl ResultSettings {
+    /// Each setting as `name = value`, for messages and `state inspect`.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let d = |ns: i128| {
+            humantime::format_duration(std::time::Duration::from_nanos(ns.max(0) as u64))
+                .to_string()
+        };
+        vec![
+            ("grace", d(self.grace_ns)),
+            ("max_future_skew", d(self.max_future_skew_ns)),
+            ("max_record_bytes", self.max_record_bytes.to_string()),
+            ("max_items", self.max_items.to_string()),
+            ("max_countries", self.max_countries.to_string()),
+        ]
+    }
+}
+
+impl From<&EngineConfig> for ResultSettings {
+    fn from(c: &EngineConfig) -> Self {
+        ResultSettings {
+            grace_ns: c.grace,
+            max_future_skew_ns: c.max_future_skew,
+            max_record_bytes: c.limits.max_record_bytes as u64,
+            max_items: c.limits.max_items,
+            max_countries: c.max_countries as u64,
         }
     }
 }
@@ -113,7 +161,15 @@ impl Lateness {
 pub struct Delta {
     pub seq: u64,
     pub partitions: Vec<(u32, PartitionState)>,
-    pub open_upserts: Vec<(i64, StoredWindow)>,
+    /// The world row of each open window that changed.
+    pub open_world: Vec<(i64, Agg)>,
+    /// The country rows that changed, by window: only these are written (SPEC §7's cap
+    /// bounds a window's rows, this bounds a checkpoint to what the interval touched).
+    pub open_countries: Vec<(i64, String, Agg)>,
+    /// Countries a partition brought into an open window for the first time (the cap
+    /// counts them; a restart must count the same).
+    pub new_members: Vec<(i64, u32, String)>,
+    /// Open windows that closed: their rows and members go.
     pub open_deletes: Vec<i64>,
     pub closed_inserts: Vec<(i64, StoredWindow)>,
     /// Buckets whose windows are now all closed: their files may be written.
@@ -127,14 +183,24 @@ pub struct Delta {
     /// Windows starting before this (seconds) are closed.
     pub closed_before: i64,
     pub counters: Counters,
+    /// What the source read up to this checkpoint (set by the job, from the source).
+    pub source: Option<crate::source::SourceIdentity>,
+    /// The settings that change results, recorded with every checkpoint.
+    pub settings: Option<ResultSettings>,
 }
 
 /// The engine's state as the store gives it back after a restart.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Restored {
     pub seq: u64,
+    /// What the store recorded of its source; `None` for a new store or an older build's.
+    pub source: Option<crate::source::SourceIdentity>,
+    /// The settings the store's results were computed with; `None` as for `source`.
+    pub settings: Option<ResultSettings>,
     pub partitions: Vec<(u32, PartitionState)>,
     pub open: Vec<(i64, StoredWindow)>,
+    /// Which partition brought which country into which open window.
+    pub members: Vec<(i64, u32, String)>,
     pub closed: Vec<(i64, StoredWindow)>,
     pub ready_buckets: Vec<i64>,
     pub pending_rejected: Vec<(u64, Vec<RejectedRecord>)>,
@@ -146,6 +212,22 @@ struct OpenWindow {
     agg: WindowAgg,
     /// Changed since the last checkpoint.
     dirty: bool,
+    /// Per partition, the countries it brought into this window (for the cap), each with
+    /// whether its row changed since the last checkpoint.
+    members: HashMap<u32, HashMap<Box<str>, bool>>,
+    /// Members added since the last checkpoint.
+    new_members: Vec<(u32, Box<str>)>,
+}
+
+impl OpenWindow {
+    fn new(agg: WindowAgg, dirty: bool) -> OpenWindow {
+        OpenWindow {
+            agg,
+            dirty,
+            members: HashMap::new(),
+            new_members: Vec::new(),
+        }
+    }
 }
 
 /// The stream engine. See the module documentation for the protocol.
@@ -187,24 +269,25 @@ impl Engine {
     }
 
     pub fn restore(cfg: EngineConfig, r: Restored) -> Engine {
+        let mut open: BTreeMap<i64, OpenWindow> = r
+            .open
+            .into_iter()
+            .map(|(s, w)| (s, OpenWindow::new(w.into(), false)))
+            .collect();
+        for (s, p, c) in r.members {
+            if let Some(w) = open.get_mut(&s) {
+                w.members
+                    .entry(p)
+                    .or_default()
+                    .insert(c.into_boxed_str(), false);
+            }
+        }
         Engine {
             cfg,
             topic: String::new(),
             seq: r.seq,
             partitions: r.partitions.into_iter().collect(),
-            open: r
-                .open
-                .into_iter()
-                .map(|(s, w)| {
-                    (
-                        s,
-                        OpenWindow {
-                            agg: w.into(),
-                            dirty: false,
-                        },
-                    )
-                })
-                .collect(),
+            open,
             closed: r.closed.into_iter().map(|(s, w)| (s, w.into())).collect(),
             closed_before: r.closed_before,
             ready: r.ready_buckets.into_iter().collect(),
@@ -274,7 +357,21 @@ impl Engine {
         self.changed = true;
         self.counters.read += 1;
         let lateness = &mut self.lateness;
-        let verdict = parse_invoice(rec.value, &self.cfg.limits).and_then(|inv| {
+        let limit = self.cfg.limits.max_record_bytes;
+        // A source may hand over only the start of a record past the limit (SPEC §7): the
+        // size check uses the whole length, before anything looks at the bytes.
+        let verdict = if rec.len() > limit as u64 {
+            Err(Rejection::new(
+                Reason::TooLarge,
+                format!(
+                    "record is {} bytes, above the limit of {limit} bytes (max_record_bytes)",
+                    rec.len()
+                ),
+            ))
+        } else {
+            parse_invoice(rec.value, &self.cfg.limits)
+        };
+        let verdict = verdict.and_then(|inv| {
             let checked = check_time(
                 &inv,
                 rec.timestamp_ms,
@@ -289,14 +386,46 @@ impl Engine {
         match verdict {
             Ok(inv) => {
                 let t = inv.event_time;
-                st.max_event_time = Some(st.max_event_time.map_or(t, |m| m.max(t)));
+                let ws = window_start(t);
                 let w = self
                     .open
-                    .entry(window_start(t))
-                    .or_insert_with(|| OpenWindow {
-                        agg: WindowAgg::default(),
-                        dirty: true,
-                    });
+                    .entry(ws)
+                    .or_insert_with(|| OpenWindow::new(WindowAgg::default(), true));
+                // The last check of SPEC §7: countries per window and partition.
+                let members = w.members.entry(rec.partition).or_default();
+                let held = members.len();
+                match members.get_mut(inv.country.as_ref()) {
+                    Some(changed) => *changed = true,
+                    None if held >= self.cfg.max_countries => {
+                        let rej = Rejection::new(
+                            Reason::TooLarge,
+                            format!(
+                                "window {} already holds {} countries from partition {} (max_countries); country {:?} would be one more",
+                                crate::event_time::format_instant(ws),
+                                held,
+                                rec.partition,
+                                inv.country
+                            ),
+                        );
+                        self.counters.rejected[rej.reason.index()] += 1;
+                        self.rejected.push(RejectedRecord {
+                            topic: self.topic.clone(),
+                            partition: rec.partition,
+                            offset: rec.offset,
+                            reason: rej.reason,
+                            message: rej.message,
+                            raw: rec.value.to_vec(),
+                            raw_len: rec.len(),
+                        });
+                        return None;
+                    }
+                    None => {
+                        members.insert(inv.country.as_ref().into(), true);
+                        w.new_members
+                            .push((rec.partition, inv.country.as_ref().into()));
+                    }
+                }
+                st.max_event_time = Some(st.max_event_time.map_or(t, |m| m.max(t)));
                 w.agg.add(&inv);
                 w.dirty = true;
                 self.counters.accepted += 1;
@@ -304,13 +433,21 @@ impl Engine {
             }
             Err(rej) => {
                 self.counters.rejected[rej.reason.index()] += 1;
+                // A too-large record keeps only its start: memory and the rejected sink
+                // stay bounded whatever the input holds.
+                let kept = if rej.reason == Reason::TooLarge {
+                    &rec.value[..rec.value.len().min(RAW_KEPT_BYTES)]
+                } else {
+                    rec.value
+                };
                 self.rejected.push(RejectedRecord {
                     topic: self.topic.clone(),
                     partition: rec.partition,
                     offset: rec.offset,
                     reason: rej.reason,
                     message: rej.message,
-                    raw: rec.value.to_vec(),
+                    raw: kept.to_vec(),
+                    raw_len: rec.len(),
                 });
                 None
             }
@@ -406,15 +543,29 @@ impl Engine {
         self.changed = false;
         self.seq += 1;
         let seq = self.seq;
-        let open_upserts = self
-            .open
-            .iter_mut()
-            .filter(|(_, w)| w.dirty)
-            .map(|(s, w)| {
-                w.dirty = false;
-                (*s, StoredWindow::from(&w.agg))
-            })
-            .collect();
+        let mut open_world = Vec::new();
+        let mut open_countries = Vec::new();
+        let mut new_members = Vec::new();
+        for (s, w) in self.open.iter_mut().filter(|(_, w)| w.dirty) {
+            w.dirty = false;
+            open_world.push((*s, w.agg.world));
+            let mut changed: BTreeSet<&str> = BTreeSet::new();
+            for m in w.members.values_mut() {
+                for (c, flag) in m.iter_mut() {
+                    if std::mem::take(flag) {
+                        changed.insert(c);
+                    }
+                }
+            }
+            for c in changed {
+                if let Some(a) = w.agg.countries.get(c) {
+                    open_countries.push((*s, c.to_owned(), *a));
+                }
+            }
+            for (p, c) in w.new_members.drain(..) {
+                new_members.push((*s, p, c.into_string()));
+            }
+        }
         let closed_inserts = std::mem::take(&mut self.closed_inserts)
             .into_iter()
             .filter_map(|s| self.closed.get(&s).map(|w| (s, StoredWindow::from(w))))
@@ -426,7 +577,9 @@ impl Engine {
         Some(Delta {
             seq,
             partitions: self.partitions.iter().map(|(p, s)| (*p, *s)).collect(),
-            open_upserts,
+            open_world,
+            open_countries,
+            new_members,
             open_deletes: std::mem::take(&mut self.open_deletes),
             closed_inserts,
             ready_buckets: std::mem::take(&mut self.new_ready),
@@ -435,13 +588,31 @@ impl Engine {
             rendered_rejected: std::mem::take(&mut self.rendered_rejected),
             closed_before: self.closed_before,
             counters: self.counters.clone(),
+            source: None,
+            settings: Some(ResultSettings::from(&self.cfg)),
         })
+    }
+
+    /// The source lost records of partition `p` (SPEC §6, `--on-data-loss continue`): it
+    /// goes on from `next`, which may be below the committed offset (a re-created topic).
+    /// M_p is kept, so lateness still follows the partition's own history.
+    pub fn restart_partition_at(&mut self, p: u32, next: i64) {
+        let st = self.partitions.entry(p).or_default();
+        st.next_offset = Some(next);
+        self.changed = true;
     }
 
     /// Committed buckets whose files are due, with their windows in order.
     pub fn ready_buckets(&self) -> Vec<(i64, Vec<(i64, &WindowAgg)>)> {
+        self.next_ready_buckets(usize::MAX)
+    }
+
+    /// The first `limit` of [`Engine::ready_buckets`]: one rendering step's worth, without
+    /// walking a large backlog on every step.
+    pub fn next_ready_buckets(&self, limit: usize) -> Vec<(i64, Vec<(i64, &WindowAgg)>)> {
         self.ready
             .iter()
+            .take(limit)
             .map(|&b| {
                 let rows = self
                     .closed
@@ -556,6 +727,7 @@ mod tests {
                     offset: *o,
                     timestamp_ms: None,
                     value: v.as_bytes(),
+                    full_len: None,
                 });
                 if r.is_some() {
                     None
@@ -677,6 +849,7 @@ mod tests {
                 offset: off,
                 timestamp_ms: ts,
                 value: v.as_bytes(),
+                full_len: None,
             })
             .is_some()
         };
@@ -704,7 +877,9 @@ mod tests {
             ],
         );
         let d1 = e.take_delta().unwrap();
-        assert_eq!(d1.open_upserts.len(), 2);
+        assert_eq!(d1.open_world.len(), 2);
+        assert_eq!(d1.open_countries.len(), 2);
+        assert_eq!(d1.new_members.len(), 2);
         assert!(e.take_delta().is_none(), "nothing changed");
         e.close_all();
         let d2 = e.take_delta().unwrap();
@@ -721,6 +896,64 @@ mod tests {
         // After the end, a record for the closed range is refused, never reopening a file.
         let out = feed(&mut e, &[rec(0, 2, "2020-09-18 10:29:59")]);
         assert_eq!(out, [Some(Reason::WindowClosed)]);
+    }
+
+    fn rec_in(p: u32, off: i64, ts: &str, country: &str) -> (u32, i64, String) {
+        let (p, off, v) = rec(p, off, ts);
+        (p, off, v.replace("\"UK\"", &format!("{country:?}")))
+    }
+
+    /// SPEC §7: an invoice that would add one country more than the cap to its window, as
+    /// counted for its own partition, is too large; other partitions have caps of their own.
+    #[test]
+    fn countries_per_window_and_partition_are_capped() {
+        let mut e = Engine::new(EngineConfig {
+            max_countries: 2,
+            ..EngineConfig::default()
+        });
+        let out = feed(
+            &mut e,
+            &[
+                rec_in(0, 0, "2020-09-18 10:00:01", "A"),
+                rec_in(0, 1, "2020-09-18 10:00:02", "B"),
+                rec_in(0, 2, "2020-09-18 10:00:03", "A"), // known: fine
+                rec_in(0, 3, "2020-09-18 10:00:04", "C"), // a third: too large
+                rec_in(1, 0, "2020-09-18 10:00:05", "C"), // partition 1's first
+                rec_in(0, 4, "2020-09-18 10:01:04", "C"), // another window
+            ],
+        );
+        assert_eq!(out, [None, None, None, Some(Reason::TooLarge), None, None]);
+        let d = e.take_delta().unwrap();
+        assert!(
+            d.rejected[0].message.contains("max_countries"),
+            "{:?}",
+            d.rejected
+        );
+        // The refused invoice moved nothing: 10:00:04 is not M_0.
+        assert_eq!(
+            e.partitions()[&0].max_event_time,
+            Some(crate::event_time::parse_timestamp("2020-09-18 10:01:04").unwrap())
+        );
+    }
+
+    /// A checkpoint carries the country rows that changed, not the whole window.
+    #[test]
+    fn a_delta_carries_only_the_rows_that_changed() {
+        let mut e = Engine::new(EngineConfig::default());
+        let many: Vec<_> = (0..50)
+            .map(|i| rec_in(0, i, "2020-09-18 10:00:01", &format!("C{i}")))
+            .collect();
+        feed(&mut e, &many);
+        let d = e.take_delta().unwrap();
+        assert_eq!((d.open_world.len(), d.open_countries.len()), (1, 50));
+        assert_eq!(d.new_members.len(), 50);
+        feed(&mut e, &[rec_in(0, 50, "2020-09-18 10:00:02", "C7")]);
+        let d = e.take_delta().unwrap();
+        assert_eq!(d.open_world.len(), 1);
+        assert_eq!(d.open_countries.len(), 1);
+        assert_eq!(d.open_countries[0].1, "C7");
+        assert_eq!(d.open_countries[0].2.opm, 2);
+        assert!(d.new_members.is_empty());
     }
 
     #[test]

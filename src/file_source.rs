@@ -6,13 +6,14 @@
 //! and a line that arrives in pieces is kept until its newline comes.
 
 use crate::engine::PartitionState;
-use crate::record::SourceRecord;
-use crate::source::{Poll, Source, SourceError};
+use crate::record::{SourceRecord, RAW_KEPT_BYTES};
+use crate::source::{Poll, Source, SourceError, SourceIdentity, SourceMismatch};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use xxhash_rust::xxh3::Xxh3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileSourceError {
@@ -24,6 +25,13 @@ pub enum FileSourceError {
         line: i64,
         source: io::Error,
     },
+    #[error("the input {name} is not the one the state store read: {why}. Its first {lines} lines ({bytes} bytes) were read and counted before; a file may only grow. Give the job the input it was reading, or move the state folder aside (and use a new output folder) to count this input from its start")]
+    Changed {
+        name: String,
+        lines: i64,
+        bytes: u64,
+        why: String,
+    },
 }
 
 pub struct FileSource {
@@ -34,7 +42,21 @@ pub struct FileSource {
     line: i64,
     /// Lines below this were committed by an earlier run.
     skip_below: i64,
+    /// The fingerprint the store recorded at `skip_below`, checked when the reading gets
+    /// there again.
+    expected: Option<(u64, u128)>,
+    /// The start of a line that did not fit in the reader's buffer, at most `keep` bytes.
     buf: Vec<u8>,
+    /// Bytes of the line in progress (more than `buf` holds when it is too large).
+    line_len: u64,
+    /// Most bytes of one line kept in memory: a line longer than the record limit is a
+    /// too-large record whatever follows, and only its start goes to the rejected sink.
+    keep: usize,
+    /// Bytes of the complete lines read so far, and their hash.
+    consumed: u64,
+    hasher: Xxh3,
+    /// The hash including the line in progress, while one is.
+    pending: Option<Xxh3>,
     done: bool,
 }
 
@@ -57,15 +79,56 @@ impl FileSource {
     }
 
     pub fn from_reader(name: &str, reader: Box<dyn Read + Send>) -> FileSource {
-        FileSource {
+        let mut s = FileSource {
             name: name.to_owned(),
             reader: BufReader::with_capacity(1 << 20, reader),
             wait_fd: None,
             line: 0,
             skip_below: 0,
+            expected: None,
             buf: Vec::with_capacity(4096),
+            line_len: 0,
+            keep: 0,
+            consumed: 0,
+            hasher: Xxh3::new(),
+            pending: None,
             done: false,
+        };
+        s.set_record_limit(crate::invoice::Limits::default().max_record_bytes);
+        s
+    }
+
+    /// The record limit (`max_record_bytes`): a longer line is read no further into
+    /// memory than the limit and the rejected sink need.
+    pub fn set_record_limit(&mut self, max_record_bytes: usize) {
+        self.keep = max_record_bytes.saturating_add(1).max(RAW_KEPT_BYTES);
+    }
+
+    fn changed(&self, why: String) -> SourceError {
+        let (bytes, _) = self.expected.unwrap_or_default();
+        Box::new(FileSourceError::Changed {
+            name: self.name.clone(),
+            lines: self.skip_below,
+            bytes,
+            why,
+        })
+    }
+
+    /// At the committed line again: the bytes up to it must be those the store read.
+    fn check_fingerprint(&self) -> Result<(), SourceError> {
+        let Some((bytes, hash)) = self.expected else {
+            return Ok(());
+        };
+        if self.consumed != bytes {
+            return Err(self.changed(format!(
+                "its first {} lines are now {} bytes long",
+                self.skip_below, self.consumed
+            )));
         }
+        if self.hasher.digest128() != hash {
+            return Err(self.changed("those bytes differ".into()));
+        }
+        Ok(())
     }
 }
 
@@ -76,7 +139,31 @@ impl Source for FileSource {
 
     fn resume(&mut self, committed: &BTreeMap<u32, PartitionState>) -> Result<(), SourceError> {
         self.skip_below = committed.get(&0).and_then(|s| s.next_offset).unwrap_or(0);
+        if self.skip_below == 0 {
+            self.check_fingerprint()?;
+        }
         Ok(())
+    }
+
+    fn verify(&mut self, recorded: Option<&SourceIdentity>) -> Result<(), SourceError> {
+        match recorded {
+            Some(SourceIdentity::File { bytes, hash }) => {
+                self.expected = Some((*bytes, *hash));
+                Ok(())
+            }
+            Some(SourceIdentity::Kafka { topic, .. }) => Err(Box::new(SourceMismatch(format!(
+                "the state store was written by a job reading Kafka topic `{topic}`, not a file; give the job that topic, or a new state folder for {}",
+                self.name
+            )))),
+            None => Ok(()),
+        }
+    }
+
+    fn identity(&self) -> Option<SourceIdentity> {
+        Some(SourceIdentity::File {
+            bytes: self.consumed,
+            hash: self.hasher.digest128(),
+        })
     }
 
     fn partitions(&self) -> Vec<u32> {
@@ -115,48 +202,91 @@ impl Source for FileSource {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(read_err(&self.name, self.line, e)),
             };
-            let (value, used) = if avail.is_empty() {
+            let emit = self.line >= self.skip_below;
+            // `used`: bytes of the reader's buffer this line ends with; `line_bytes`: the
+            // whole line's bytes with its newline.
+            let used;
+            let line_bytes;
+            if avail.is_empty() {
                 self.done = true;
-                if self.buf.is_empty() {
+                let Some(pending) = self.pending.take() else {
                     break;
-                }
+                };
                 // A last line without its newline is still a record.
-                (&self.buf[..], 0)
+                self.hasher = pending;
+                used = 0;
+                line_bytes = self.line_len;
+                if emit {
+                    sink(record(self.line, &self.buf, self.line_len));
+                    n += 1;
+                }
             } else if let Some(i) = memchr::memchr(b'\n', avail) {
-                if self.buf.is_empty() {
-                    (&avail[..i], i + 1)
-                } else {
-                    self.buf.extend_from_slice(&avail[..i]);
-                    (&self.buf[..], i + 1)
+                used = i + 1;
+                line_bytes = self.line_len + used as u64;
+                match self.pending.take() {
+                    None => {
+                        // The whole line is in the reader's buffer: no copy.
+                        self.hasher.update(&avail[..used]);
+                        if emit {
+                            sink(record(self.line, &avail[..i], i as u64));
+                            n += 1;
+                        }
+                    }
+                    Some(mut pending) => {
+                        pending.update(&avail[..used]);
+                        self.hasher = pending;
+                        let room = self.keep.saturating_sub(self.buf.len());
+                        self.buf.extend_from_slice(&avail[..i.min(room)]);
+                        self.line_len += i as u64;
+                        if emit {
+                            sink(record(self.line, &self.buf, self.line_len));
+                            n += 1;
+                        }
+                    }
                 }
             } else {
-                // Part of a line: keep it until the rest comes.
+                // Part of a line: keep its start (up to `keep` bytes) until the rest comes.
                 let len = avail.len();
-                self.buf.extend_from_slice(avail);
+                let room = self.keep.saturating_sub(self.buf.len());
+                self.buf.extend_from_slice(&avail[..len.min(room)]);
+                self.pending
+                    .get_or_insert_with(|| self.hasher.clone())
+                    .update(avail);
+                self.line_len += len as u64;
                 self.reader.consume(len);
                 continue;
-            };
-            if self.line >= self.skip_below {
-                sink(SourceRecord {
-                    partition: 0,
-                    offset: self.line,
-                    timestamp_ms: None,
-                    value,
-                });
-                n += 1;
             }
+            self.consumed += line_bytes;
             self.line += 1;
             self.reader.consume(used);
             self.buf.clear();
+            self.line_len = 0;
+            if self.line == self.skip_below {
+                self.check_fingerprint()?;
+            }
             if self.done {
                 break;
             }
+        }
+        if self.done && self.line < self.skip_below && self.expected.is_some() {
+            return Err(self.changed(format!("it now ends after {} lines", self.line)));
         }
         Ok(if self.done && n == 0 {
             Poll::End
         } else {
             Poll::Records(n)
         })
+    }
+}
+
+/// A line as a record: `kept` is all of it, or its start when `len` is more.
+fn record(line: i64, kept: &[u8], len: u64) -> SourceRecord<'_> {
+    SourceRecord {
+        partition: 0,
+        offset: line,
+        timestamp_ms: None,
+        value: kept,
+        full_len: (len > kept.len() as u64).then_some(len),
     }
 }
 

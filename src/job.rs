@@ -6,12 +6,12 @@
 //! checkpoint; files are rendered from committed rows only, so writing them again after a
 //! restart gives the same bytes.
 
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, ResultSettings};
 use crate::invoice::Invoice;
 use crate::metrics::Metrics;
 use crate::output::{render_bucket, render_rejected, Family};
 use crate::sink::{FileSink, SinkError, Written};
-use crate::source::{Poll, Source, SourceError};
+use crate::source::{Gap, Poll, Source, SourceError};
 use crate::state::{StateError, Store};
 use std::io::Write;
 use std::path::PathBuf;
@@ -37,6 +37,10 @@ pub struct JobConfig {
     pub batch: usize,
     /// Where the loop publishes its metrics and readiness, if they are served.
     pub metrics: Option<Arc<Metrics>>,
+    /// Most files written in one rendering step; each step is recorded in the store before
+    /// the next, so that a job killed however often still gets through a large backlog
+    /// of due files, and a stop waits for one step at most.
+    pub render_step: usize,
 }
 
 impl JobConfig {
@@ -50,6 +54,7 @@ impl JobConfig {
             print_invoices: false,
             batch: 4096,
             metrics: None,
+            render_step: 256,
         }
     }
 }
@@ -64,6 +69,8 @@ pub enum JobError {
     Source(SourceError),
     #[error("writing the invoice summary to standard output failed: {0}")]
     Stdout(std::io::Error),
+    #[error("the state store at {path} holds results computed with other settings: {changes}. A result mixes no two settings: run with the recorded values, or move the state folder aside (and use a new output folder) to compute everything again with the new ones")]
+    SettingsChanged { path: PathBuf, changes: String },
 }
 
 /// What a run did, for the summary line and the tests.
@@ -85,20 +92,27 @@ pub fn run(
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary, JobError> {
     let store = Store::open(&cfg.state)?;
-    let restored = store.load()?;
+    let mut restored = store.load()?;
+    check_settings(cfg, restored.settings.as_ref())?;
+    let recorded_source = restored.source.take();
     let mut engine = Engine::restore(cfg.engine, restored);
     let sink = FileSink::new(&cfg.out)?;
     let mut summary = RunSummary::default();
     let metrics = cfg.metrics.as_deref();
     // A crash may have left committed files unwritten: write them before anything else.
-    render_due(&mut engine, &sink, &mut summary)?;
-    if let Some(m) = metrics {
-        m.observe_files(summary.files_written, wall_ms());
-    }
+    let step = RenderStep {
+        files: cfg.render_step.max(1),
+        stop: &stop,
+    };
+    render_due(&mut engine, &store, &sink, &mut summary, metrics, &step)?;
     engine.set_topic(source.name());
+    source
+        .verify(recorded_source.as_ref())
+        .map_err(JobError::Source)?;
     source
         .resume(engine.partitions())
         .map_err(JobError::Source)?;
+    record_gaps(&mut engine, &sink, source.take_gaps(), metrics)?;
     engine.assign(source.partitions());
     let start_counters = engine.counters().clone();
     let stdout = std::io::stdout();
@@ -132,6 +146,7 @@ pub fn run(
                 tracing::info!(records = n, "first records processed after start");
             }
         }
+        record_gaps(&mut engine, &sink, source.take_gaps(), metrics)?;
         // Partitions added to the topic join the watermark as soon as the source sees them.
         engine.assign(source.partitions());
         let ended = polled == Poll::End;
@@ -153,7 +168,9 @@ pub fn run(
             break;
         }
         if stop.load(Ordering::Relaxed) {
-            tracing::info!("stop requested (SIGTERM or SIGINT): checkpointing, then exiting");
+            tracing::info!(
+                "stop requested (SIGTERM, SIGINT or SIGHUP): checkpointing, then exiting"
+            );
             if let Some(m) = metrics {
                 m.stopping();
             }
@@ -161,7 +178,15 @@ pub fn run(
         }
         if last_checkpoint.elapsed() >= cfg.checkpoint_interval {
             out.flush().map_err(JobError::Stdout)?;
-            checkpoint(&mut engine, &store, &sink, source, &mut summary, metrics)?;
+            checkpoint(
+                &mut engine,
+                &store,
+                &sink,
+                source,
+                &mut summary,
+                metrics,
+                &step,
+            )?;
             last_checkpoint = Instant::now();
         }
     }
@@ -169,9 +194,16 @@ pub fn run(
         engine.close_all();
     }
     out.flush().map_err(JobError::Stdout)?;
-    checkpoint(&mut engine, &store, &sink, source, &mut summary, metrics)?;
-    // Record what the last checkpoint rendered, so that a restart has nothing left to do.
-    checkpoint(&mut engine, &store, &sink, source, &mut summary, metrics)?;
+    // Each rendering step records itself: one checkpoint ends the run.
+    checkpoint(
+        &mut engine,
+        &store,
+        &sink,
+        source,
+        &mut summary,
+        metrics,
+        &step,
+    )?;
     if let Some(m) = metrics {
         let now_ms = source
             .is_live()
@@ -202,6 +234,64 @@ fn publish(
     m.observe_windows(watermark, wall_ms(), engine.open_windows().size_hint().0);
 }
 
+/// A store made with other settings that change results is refused (SPEC §6).
+fn check_settings(cfg: &JobConfig, recorded: Option<&ResultSettings>) -> Result<(), JobError> {
+    let Some(have) = recorded else {
+        return Ok(());
+    };
+    let want = ResultSettings::from(&cfg.engine);
+    if *have == want {
+        return Ok(());
+    }
+    let changes: Vec<String> = have
+        .describe()
+        .into_iter()
+        .zip(want.describe())
+        .filter(|(a, b)| a.1 != b.1)
+        .map(|((name, old), (_, new))| format!("{name} is {old} in the store, {new} now"))
+        .collect();
+    Err(JobError::SettingsChanged {
+        path: cfg.state.clone(),
+        changes: changes.join("; "),
+    })
+}
+
+/// Writes each gap the source found to `<out>/gaps/`, then moves its partition on.
+fn record_gaps(
+    engine: &mut Engine,
+    sink: &FileSink,
+    gaps: Vec<Gap>,
+    metrics: Option<&Metrics>,
+) -> Result<(), JobError> {
+    for gap in gaps {
+        let last = gap
+            .last_missing
+            .map_or_else(|| "unknown".to_owned(), |l| l.to_string());
+        let rel = format!(
+            "gaps/{}-{}-{}-{last}.json",
+            gap.topic, gap.partition, gap.first_missing
+        );
+        let mut bytes = serde_json::to_vec(&gap).expect("a gap serialises");
+        bytes.push(b'\n');
+        // Written before the partition moves on: a crash in between finds the same gap
+        // again after the restart, and its file is there already.
+        sink.write_if_absent(&rel, &bytes)?;
+        engine.restart_partition_at(gap.partition, gap.resume_at);
+        if let Some(m) = metrics {
+            m.observe_gap();
+        }
+    }
+    Ok(())
+}
+
+/// How rendering is cut into steps.
+struct RenderStep<'a> {
+    /// Most files per step.
+    files: usize,
+    /// A stop request ends rendering between steps; the rest is written after a restart.
+    stop: &'a AtomicBool,
+}
+
 fn checkpoint(
     engine: &mut Engine,
     store: &Store,
@@ -209,10 +299,12 @@ fn checkpoint(
     source: &mut dyn Source,
     summary: &mut RunSummary,
     metrics: Option<&Metrics>,
+    step: &RenderStep<'_>,
 ) -> Result<(), JobError> {
-    let Some(delta) = engine.take_delta() else {
+    let Some(mut delta) = engine.take_delta() else {
         return Ok(());
     };
+    delta.source = source.identity();
     crate::failpoint!("checkpoint.before_commit");
     let started = Instant::now();
     let bytes = store.commit(&delta)?;
@@ -222,60 +314,73 @@ fn checkpoint(
     summary.checkpoints += 1;
     crate::failpoint!("checkpoint.after_commit_before_render");
     source.committed(engine.partitions());
-    let files_before = summary.files_written;
-    render_due(engine, sink, summary)?;
-    if let Some(m) = metrics {
-        m.observe_files(summary.files_written - files_before, wall_ms());
-    }
-    Ok(())
+    render_due(engine, store, sink, summary, metrics, step)
 }
 
-/// Writes every file the committed state says is due, and tells the engine, so that the
-/// next checkpoint records it.
+/// Writes the files the committed state says are due, in steps of at most `step.files`
+/// files; after each step the engine learns what was written and a checkpoint records it,
+/// so that a restart never writes a file twice and always gets further. Stops between
+/// steps when a stop is requested.
 fn render_due(
     engine: &mut Engine,
+    store: &Store,
     sink: &FileSink,
     summary: &mut RunSummary,
+    metrics: Option<&Metrics>,
+    step: &RenderStep<'_>,
 ) -> Result<(), JobError> {
-    // Everything due is written in one batch, then recorded in the engine for the next
-    // checkpoint; a crash in between writes the same bytes again on restart.
-    let mut files = Vec::new();
-    let mut buckets = Vec::new();
-    for (bucket, windows) in engine.ready_buckets() {
-        let name = crate::event_time::bucket_name(bucket);
-        for family in Family::BOTH {
-            let bytes = render_bucket(family, &windows);
-            if !bytes.is_empty() {
-                files.push((format!("{}/{name}.json", family.folder()), bytes));
-            }
+    loop {
+        if step.stop.load(Ordering::Relaxed) {
+            return Ok(());
         }
-        buckets.push(bucket);
+        let mut files = Vec::new();
+        let mut buckets = Vec::new();
+        for (bucket, windows) in engine.next_ready_buckets(step.files.div_ceil(2)) {
+            let name = crate::event_time::bucket_name(bucket);
+            for family in Family::BOTH {
+                let bytes = render_bucket(family, &windows);
+                if !bytes.is_empty() {
+                    files.push((format!("{}/{name}.json", family.folder()), bytes));
+                }
+            }
+            buckets.push(bucket);
+        }
+        let kpi_files = files.len();
+        let mut rejected = Vec::new();
+        for (seq, records) in engine.pending_rejected() {
+            if files.len() >= step.files {
+                break;
+            }
+            files.push((
+                format!("rejected/ckpt-{seq:012}.jsonl"),
+                render_rejected(records),
+            ));
+            rejected.push(*seq);
+        }
+        if buckets.is_empty() && rejected.is_empty() {
+            return Ok(());
+        }
+        let written = sink.write_batch(&files)?;
+        let new = written[..kpi_files]
+            .iter()
+            .filter(|w| **w == Written::New)
+            .count() as u64;
+        summary.files_written += new;
+        if let Some(m) = metrics {
+            m.observe_files(new, wall_ms());
+        }
+        for b in buckets {
+            engine.mark_bucket_rendered(b);
+        }
+        for s in rejected {
+            engine.mark_rejected_rendered(s);
+        }
+        crate::failpoint!("render.after_rename_before_record");
+        if let Some(delta) = engine.take_delta() {
+            store.commit(&delta)?;
+            summary.checkpoints += 1;
+        }
     }
-    let kpi_files = files.len();
-    let mut rejected = Vec::new();
-    for (seq, records) in engine.pending_rejected() {
-        files.push((
-            format!("rejected/ckpt-{seq:012}.jsonl"),
-            render_rejected(records),
-        ));
-        rejected.push(*seq);
-    }
-    if files.is_empty() {
-        return Ok(());
-    }
-    let written = sink.write_batch(&files)?;
-    summary.files_written += written[..kpi_files]
-        .iter()
-        .filter(|w| **w == Written::New)
-        .count() as u64;
-    for b in buckets {
-        engine.mark_bucket_rendered(b);
-    }
-    for s in rejected {
-        engine.mark_rejected_rendered(s);
-    }
-    crate::failpoint!("render.after_rename_before_record");
-    Ok(())
 }
 
 fn print_invoice(out: &mut impl Write, inv: &Invoice<'_>) -> std::io::Result<()> {

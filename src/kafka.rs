@@ -15,7 +15,7 @@
 use crate::engine::PartitionState;
 use crate::generate::GeneratedRecord;
 use crate::record::SourceRecord;
-use crate::source::{Poll, Source, SourceError};
+use crate::source::{Gap, Poll, Source, SourceError, SourceIdentity, SourceMismatch};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -23,6 +23,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,6 +57,14 @@ pub enum KafkaSourceError {
     Stalled { in_flight: i32, waited: Duration },
     #[error("cannot create topic `{topic}`: {reason}")]
     CreateTopic { topic: String, reason: String },
+    #[error("records of topic `{topic}` that the job has not read are gone from the brokers: {details}. Nothing past them was counted. To go on without them, restart with --on-data-loss continue (each gap is then written to <out>/gaps/ and counted); to count them, restore them to the topic; to count the topic as it is now, start on a new state folder and a new output folder")]
+    DataLoss { topic: String, details: String },
+    #[error("the Kafka client cannot decode records of topic `{topic}` ({error}); reading stopped at {at}. This is a fault, not bad input: check the producers' compression.type (this build reads none, gzip, snappy, lz4 and zstd) and the topic's data, then restart; the job resumes at the same offsets")]
+    Undecodable {
+        topic: String,
+        error: KafkaError,
+        at: String,
+    },
 }
 
 /// Where a partition never seen before starts.
@@ -63,6 +72,16 @@ pub enum KafkaSourceError {
 pub enum StartAt {
     Earliest,
     Latest,
+}
+
+/// What the job does when records it has not read are gone from the brokers (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OnDataLoss {
+    /// Stop with exit 5 and say which partitions and offsets.
+    #[default]
+    Fail,
+    /// Write each gap to `<out>/gaps/`, count it, and go on from the earliest offset.
+    Continue,
 }
 
 /// Settings of the Kafka source. `properties` are librdkafka properties passed through
@@ -85,6 +104,8 @@ pub struct KafkaConfig {
     /// Longest wait at start for the topic's metadata (and, for `until_end`, its end
     /// offsets): brokers that do not answer by then fail the run instead of hanging it.
     pub connect_timeout: Duration,
+    /// Records gone from the brokers before the job read them.
+    pub on_data_loss: OnDataLoss,
     pub properties: Vec<(String, String)>,
 }
 
@@ -110,6 +131,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("poll_wait", &self.poll_wait)
             .field("connect_timeout", &self.connect_timeout)
+            .field("on_data_loss", &self.on_data_loss)
             .field("properties", &MaskedProperties(&self.properties))
             .finish()
     }
@@ -126,6 +148,7 @@ impl KafkaConfig {
             idle_timeout: Duration::from_secs(60),
             poll_wait: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(30),
+            on_data_loss: OnDataLoss::Fail,
             properties: Vec::new(),
         }
     }
@@ -137,13 +160,11 @@ impl KafkaConfig {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
-            .set(
-                "auto.offset.reset",
-                match self.start {
-                    StartAt::Earliest => "earliest",
-                    StartAt::Latest => "latest",
-                },
-            )
+            // Every partition is assigned at an explicit offset (committed, or where
+            // `--start` says); an offset out of range means records the job has not read
+            // are gone, which must never be skipped silently (SPEC §6): librdkafka reports
+            // it instead of jumping to either end.
+            .set("auto.offset.reset", "error")
             // Larger fetches: the job is throughput-bound on backfills.
             .set("fetch.max.bytes", "52428800")
             .set("max.partition.fetch.bytes", "4194304")
@@ -298,6 +319,119 @@ impl ProducerContext for OutageContext {
     }
 }
 
+/// The context of the watermark probe: its own errors are the main consumer's business
+/// (outages are logged there), so they go to the debug log only.
+#[derive(Default)]
+struct ProbeContext;
+
+impl ClientContext for ProbeContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!("librdkafka (watermark probe): {error}: {reason}");
+    }
+    fn log(&self, _level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        tracing::debug!(target: "librdkafka", "probe {fac}: {msg}");
+    }
+}
+impl ConsumerContext for ProbeContext {}
+
+/// A committed offset the brokers can no longer serve.
+struct Loss {
+    partition: u32,
+    committed: i64,
+    low: i64,
+    high: i64,
+    /// Whether the records missing end at `low - 1` (retention, deletion) or cannot be
+    /// counted (the partition was re-created or truncated).
+    last_missing: Option<i64>,
+    why: String,
+}
+
+/// The error codes of a record batch the client cannot decode: a codec not built in, or
+/// a corrupt batch. A fault of the data, not of the brokers' reachability.
+fn is_undecodable(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::NotImplemented
+            | RDKafkaErrorCode::BadCompression
+            | RDKafkaErrorCode::BadMessage
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::UnsupportedCompressionType
+    )
+}
+
+/// The id of `topic` (base64, as Kafka's tools print it), from a DescribeTopics request;
+/// `Ok(None)` when the brokers give none. rdkafka 0.39 does not wrap this request, so it is
+/// made through librdkafka's C API on the client's own handle.
+fn topic_id<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<String>, String> {
+    use rdkafka::bindings as rd;
+    use std::ffi::{CStr, CString};
+    let name = CString::new(topic).map_err(|e| e.to_string())?;
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: every pointer below comes from librdkafka for this call and is destroyed
+    // once, at the end; the client's handle outlives the call; strings read from results
+    // are copied before the event that owns them is destroyed.
+    unsafe {
+        let rk = client.native_ptr();
+        let mut names = [name.as_ptr()];
+        let coll = rd::rd_kafka_TopicCollection_of_topic_names(names.as_mut_ptr(), 1);
+        let queue = rd::rd_kafka_queue_new(rk);
+        let opts = rd::rd_kafka_AdminOptions_new(
+            rk,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
+        );
+        let mut errstr = [0 as std::ffi::c_char; 256];
+        rd::rd_kafka_AdminOptions_set_request_timeout(opts, ms, errstr.as_mut_ptr(), errstr.len());
+        rd::rd_kafka_DescribeTopics(rk, coll, opts, queue);
+        let ev = rd::rd_kafka_queue_poll(queue, ms.saturating_add(1000));
+        let result = if ev.is_null() {
+            Err(format!("no answer within {timeout:?}"))
+        } else if rd::rd_kafka_event_error(ev)
+            != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        {
+            Err(CStr::from_ptr(rd::rd_kafka_event_error_string(ev))
+                .to_string_lossy()
+                .into_owned())
+        } else {
+            let res = rd::rd_kafka_event_DescribeTopics_result(ev);
+            let mut n = 0usize;
+            let topics = rd::rd_kafka_DescribeTopics_result_topics(res, &mut n);
+            let mut found = Ok(None);
+            for i in 0..n {
+                let td = *topics.add(i);
+                let err = rd::rd_kafka_TopicDescription_error(td);
+                if !err.is_null()
+                    && rd::rd_kafka_error_code(err)
+                        != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+                {
+                    found = Err(CStr::from_ptr(rd::rd_kafka_error_string(err))
+                        .to_string_lossy()
+                        .into_owned());
+                    break;
+                }
+                let id = rd::rd_kafka_TopicDescription_topic_id(td);
+                if !id.is_null() {
+                    let text = rd::rd_kafka_Uuid_base64str(id);
+                    if !text.is_null() {
+                        found = Ok(Some(CStr::from_ptr(text).to_string_lossy().into_owned()));
+                    }
+                }
+            }
+            found
+        };
+        if !ev.is_null() {
+            rd::rd_kafka_event_destroy(ev);
+        }
+        rd::rd_kafka_AdminOptions_destroy(opts);
+        rd::rd_kafka_TopicCollection_destroy(coll);
+        rd::rd_kafka_queue_destroy(queue);
+        result
+    }
+}
+
 #[derive(Default, Clone, Copy)]
 struct PartitionTrack {
     /// When the last record came, or when the partition was assigned: "no record for
@@ -316,13 +450,29 @@ struct PartitionTrack {
 pub struct KafkaSource {
     cfg: KafkaConfig,
     consumer: BaseConsumer<OutageContext>,
+    /// A client of its own for watermark requests (idle confirmation, data-loss checks),
+    /// made anew when its requests keep failing: after a broker paused and resumed, the
+    /// consumer's own requests answered "Unknown partition" for minutes while metadata
+    /// worked, and the idle rule waited for the next record.
+    probe: Option<BaseConsumer<ProbeContext>>,
+    probe_failures: u32,
     name: String,
+    /// The topic's id as the brokers gave it at start.
+    topic_id: Option<String>,
+    /// The store recorded another id for this topic: it was deleted and created again.
+    recreated: Option<String>,
     parts: BTreeMap<u32, PartitionTrack>,
+    gaps: Vec<Gap>,
     last_metadata: Instant,
     last_confirm: Instant,
 }
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the topic is asked for partitions added to it (SPEC §4: found within a few
+/// seconds).
+const NEW_PARTITIONS_EVERY: Duration = Duration::from_secs(3);
+/// Failed watermark requests in a row after which the probe client is made anew.
+const PROBE_RETRIES: u32 = 2;
 
 impl KafkaSource {
     pub fn connect(cfg: KafkaConfig) -> Result<KafkaSource, KafkaSourceError> {
@@ -338,10 +488,180 @@ impl KafkaSource {
             name: cfg.topic.clone(),
             cfg,
             consumer,
+            probe: None,
+            probe_failures: 0,
+            topic_id: None,
+            recreated: None,
             parts: BTreeMap::new(),
+            gaps: Vec::new(),
             last_metadata: Instant::now(),
             last_confirm: Instant::now(),
         })
+    }
+
+    /// The low and high watermarks of partition `p`, through the probe client.
+    fn watermarks(&mut self, p: u32, timeout: Duration) -> Result<(i64, i64), KafkaError> {
+        if self.probe.is_none() {
+            let mut c = self.cfg.client_config();
+            c.set("statistics.interval.ms", "0");
+            self.probe = Some(c.create_with_context(ProbeContext)?);
+        }
+        let probe = self.probe.as_ref().expect("made above");
+        match probe.fetch_watermarks(&self.cfg.topic, p as i32, Timeout::After(timeout)) {
+            Ok(w) => {
+                self.probe_failures = 0;
+                Ok(w)
+            }
+            Err(e) => {
+                self.probe_failures += 1;
+                if self.probe_failures >= PROBE_RETRIES {
+                    tracing::debug!("watermark requests keep failing ({e}): a new probe client");
+                    self.probe = None;
+                    self.probe_failures = 0;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Compares each committed offset with what the brokers still have (SPEC §6).
+    fn find_losses(
+        &mut self,
+        committed: &BTreeMap<u32, Option<i64>>,
+        timeout: Duration,
+    ) -> Result<Vec<Loss>, KafkaSourceError> {
+        let mut losses = Vec::new();
+        for (&p, &next) in committed {
+            let Some(next) = next else { continue };
+            let (low, high) =
+                self.watermarks(p, timeout)
+                    .map_err(|source| KafkaSourceError::EndOffsets {
+                        topic: self.cfg.topic.clone(),
+                        source,
+                        timeout,
+                    })?;
+            let loss = |last_missing, why: String| Loss {
+                partition: p,
+                committed: next,
+                low,
+                high,
+                last_missing,
+                why,
+            };
+            if let Some(old) = &self.recreated {
+                losses.push(loss(
+                    None,
+                    format!(
+                        "the topic was deleted and created again (its id was {old}, now {})",
+                        self.topic_id.as_deref().unwrap_or("?")
+                    ),
+                ));
+            } else if next < low {
+                losses.push(loss(
+                    Some(low - 1),
+                    "deleted from the broker (retention or delete-records)".into(),
+                ));
+            } else if next > high {
+                losses.push(loss(
+                    None,
+                    "the broker's end offset is below the committed one: the partition was re-created or truncated".into(),
+                ));
+            }
+        }
+        Ok(losses)
+    }
+
+    /// Fails on `losses`, or (`--on-data-loss continue`) files a gap for each and returns
+    /// where each partition goes on.
+    fn handle_losses(&mut self, losses: Vec<Loss>) -> Result<BTreeMap<u32, i64>, KafkaSourceError> {
+        if losses.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        if self.cfg.on_data_loss == OnDataLoss::Fail {
+            let details = losses
+                .iter()
+                .map(|l| {
+                    format!(
+                        "partition {}: committed offset {}, the brokers have offsets {}..{} ({})",
+                        l.partition, l.committed, l.low, l.high, l.why
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(KafkaSourceError::DataLoss {
+                topic: self.cfg.topic.clone(),
+                details,
+            });
+        }
+        let found_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut resume = BTreeMap::new();
+        for l in losses {
+            tracing::warn!(
+                partition = l.partition,
+                committed = l.committed,
+                low = l.low,
+                high = l.high,
+                "records lost ({}); going on from offset {} (--on-data-loss continue)",
+                l.why,
+                l.low
+            );
+            self.gaps.push(Gap {
+                topic: self.cfg.topic.clone(),
+                partition: l.partition,
+                first_missing: l.committed,
+                last_missing: l.last_missing,
+                resume_at: l.low,
+                why: l.why,
+                found_at: found_at.clone(),
+            });
+            resume.insert(l.partition, l.low);
+        }
+        Ok(resume)
+    }
+
+    /// After librdkafka reported an offset out of range: which partitions lost records.
+    fn lost_while_running(&mut self) -> Result<(), KafkaSourceError> {
+        let committed: BTreeMap<u32, Option<i64>> =
+            self.parts.iter().map(|(p, t)| (*p, t.next)).collect();
+        let losses = self.find_losses(&committed, REQUEST_TIMEOUT)?;
+        let resume = self.handle_losses(losses)?;
+        if resume.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &p in resume.keys() {
+            tpl.add_partition(&self.cfg.topic, p as i32);
+        }
+        self.consumer
+            .incremental_unassign(&tpl)
+            .map_err(KafkaSourceError::Consume)?;
+        let mut tpl = TopicPartitionList::new();
+        for (&p, &at) in &resume {
+            tpl.add_partition_offset(&self.cfg.topic, p as i32, Offset::Offset(at))
+                .map_err(KafkaSourceError::Consume)?;
+            if let Some(t) = self.parts.get_mut(&p) {
+                t.next = Some(at);
+                t.confirmed_end = None;
+            }
+        }
+        self.consumer
+            .incremental_assign(&tpl)
+            .map_err(KafkaSourceError::Consume)
+    }
+
+    /// Where reading stopped, for an error message: each partition not finished, at the
+    /// next offset to read.
+    fn stopped_at(&self) -> String {
+        let at: Vec<String> = self
+            .parts
+            .iter()
+            .filter(|(_, t)| !t.done)
+            .map(|(p, t)| match t.next {
+                Some(n) => format!("partition {p} at offset {n}"),
+                None => format!("partition {p} at its first offset"),
+            })
+            .collect();
+        at.join(", ")
     }
 
     fn topic_partitions(&self, timeout: Duration) -> Result<Vec<u32>, KafkaSourceError> {
@@ -369,15 +689,16 @@ impl KafkaSource {
     fn assign_new(
         &mut self,
         partitions: &[u32],
-        committed: &BTreeMap<u32, PartitionState>,
+        committed: &BTreeMap<u32, Option<i64>>,
+        start: StartAt,
     ) -> Result<(), KafkaSourceError> {
         let mut tpl = TopicPartitionList::new();
         for &p in partitions {
             if self.parts.contains_key(&p) {
                 continue;
             }
-            let next = committed.get(&p).and_then(|s| s.next_offset);
-            let offset = match (next, self.cfg.start) {
+            let next = committed.get(&p).copied().flatten();
+            let offset = match (next, start) {
                 (Some(o), _) => Offset::Offset(o),
                 (None, StartAt::Earliest) => Offset::Beginning,
                 (None, StartAt::Latest) => Offset::End,
@@ -425,10 +746,7 @@ impl KafkaSource {
             .map(|(p, _)| *p)
             .collect();
         for p in candidates {
-            match self
-                .consumer
-                .fetch_watermarks(&self.cfg.topic, p as i32, REQUEST_TIMEOUT)
-            {
+            match self.watermarks(p, REQUEST_TIMEOUT) {
                 Ok((low, high)) => {
                     self.consumer.context().recovered();
                     let t = self.parts.get_mut(&p).expect("candidate is assigned");
@@ -455,10 +773,64 @@ impl Source for KafkaSource {
         &self.name
     }
 
+    fn verify(&mut self, recorded: Option<&SourceIdentity>) -> Result<(), SourceError> {
+        let timeout = self.cfg.connect_timeout;
+        // The metadata first: an unreachable broker or a missing topic says so plainly.
+        self.topic_partitions(timeout)?;
+        self.topic_id = match topic_id(self.consumer.client(), &self.cfg.topic, timeout) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot learn the id of topic `{}` ({e}): a topic deleted and created again is then found by its offsets only",
+                    self.cfg.topic
+                );
+                None
+            }
+        };
+        match recorded {
+            None => Ok(()),
+            Some(SourceIdentity::Kafka { topic, topic_id }) => {
+                if *topic != self.cfg.topic {
+                    return Err(Box::new(SourceMismatch(format!(
+                        "the state store was written by a job reading topic `{topic}`, not `{}`; give --topic {topic}, or a new state folder (and output folder) for `{}`",
+                        self.cfg.topic, self.cfg.topic
+                    ))));
+                }
+                if let (Some(old), Some(now)) = (topic_id, &self.topic_id) {
+                    if old != now {
+                        self.recreated = Some(old.clone());
+                    }
+                }
+                Ok(())
+            }
+            Some(SourceIdentity::File { .. }) => Err(Box::new(SourceMismatch(format!(
+                "the state store was written by a job reading a file, not Kafka topic `{}`; give a new state folder (and output folder) for the topic",
+                self.cfg.topic
+            )))),
+        }
+    }
+
     fn resume(&mut self, committed: &BTreeMap<u32, PartitionState>) -> Result<(), SourceError> {
         let partitions = self.topic_partitions(self.cfg.connect_timeout)?;
-        self.assign_new(&partitions, committed)?;
+        let mut next: BTreeMap<u32, Option<i64>> =
+            committed.iter().map(|(p, s)| (*p, s.next_offset)).collect();
+        let losses = self.find_losses(&next, self.cfg.connect_timeout)?;
+        for (p, at) in self.handle_losses(losses)? {
+            next.insert(p, Some(at));
+        }
+        self.assign_new(&partitions, &next, self.cfg.start)?;
         Ok(())
+    }
+
+    fn identity(&self) -> Option<SourceIdentity> {
+        Some(SourceIdentity::Kafka {
+            topic: self.cfg.topic.clone(),
+            topic_id: self.topic_id.clone(),
+        })
+    }
+
+    fn take_gaps(&mut self) -> Vec<Gap> {
+        std::mem::take(&mut self.gaps)
     }
 
     fn partitions(&self) -> Vec<u32> {
@@ -509,6 +881,7 @@ impl Source for KafkaSource {
                         offset: m.offset(),
                         timestamp_ms: m.timestamp().to_millis().filter(|&ts| ts >= 0),
                         value: m.payload().unwrap_or(&[]),
+                        full_len: None,
                     });
                     n += 1;
                 }
@@ -527,6 +900,20 @@ impl Source for KafkaSource {
                         if *code == RDKafkaErrorCode::UnknownTopicOrPartition {
                             return Err(Box::new(KafkaSourceError::Consume(e)));
                         }
+                        if is_undecodable(*code) {
+                            return Err(Box::new(KafkaSourceError::Undecodable {
+                                topic: self.cfg.topic.clone(),
+                                at: self.stopped_at(),
+                                error: e,
+                            }));
+                        }
+                        if *code == RDKafkaErrorCode::AutoOffsetReset {
+                            // Records gone under the job (retention overtook it): fail, or
+                            // file the gaps and hand back control so that the job records
+                            // them before any record that follows.
+                            self.lost_while_running()?;
+                            return Ok(Poll::Records(n));
+                        }
                     }
                     self.consumer.context().failed(&e.to_string());
                     break;
@@ -542,13 +929,18 @@ impl Source for KafkaSource {
                 self.last_confirm = now;
                 self.confirm_ends();
             }
-            if now - self.last_metadata >= Duration::from_secs(10) {
+            if now - self.last_metadata >= NEW_PARTITIONS_EVERY {
                 self.last_metadata = now;
-                // Pick up partitions added to the topic.
+                // Partitions added to the topic are read from their first offset, whatever
+                // --start says (SPEC §4): records produced before the job found them
+                // would otherwise be skipped.
                 if let Ok(ps) = self.topic_partitions(REQUEST_TIMEOUT) {
                     self.consumer.context().recovered();
                     if ps.iter().any(|p| !self.parts.contains_key(p)) {
-                        self.assign_new(&ps, &BTreeMap::new())?;
+                        tracing::info!(
+                            "new partitions in the topic: reading them from their first offset"
+                        );
+                        self.assign_new(&ps, &BTreeMap::new(), StartAt::Earliest)?;
                     }
                 }
             }

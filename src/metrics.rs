@@ -68,6 +68,7 @@ pub struct Metrics {
     open_windows: Gauge,
     files_written: Counter,
     last_file_time: FloatGauge,
+    data_loss_gaps: Counter,
     ready_max_lag: u64,
     ready: AtomicBool,
     /// Why the job is not ready, as `/readyz` answers; `None` when ready.
@@ -140,6 +141,7 @@ impl Metrics {
             open_windows: Gauge::default(),
             files_written: Counter::default(),
             last_file_time: float_gauge(f64::NAN),
+            data_loss_gaps: Counter::default(),
             ready_max_lag,
             ready: AtomicBool::new(false),
             not_ready: Mutex::new(Some("starting: the state store is being opened".into())),
@@ -227,7 +229,17 @@ impl Metrics {
             "When the last KPI file was written (Unix seconds); NaN before the first",
             m.last_file_time.clone(),
         );
+        registry.register(
+            "data_loss_gaps",
+            "Gaps of records lost from the brokers before the job read them, each written to <out>/gaps/ (--on-data-loss continue)",
+            m.data_loss_gaps.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// A gap of lost records was written to `<out>/gaps/`.
+    pub fn observe_gap(&self) {
+        self.data_loss_gaps.inc();
     }
 
     /// Copies the engine's counts since this run started (`now` minus `start`) and its

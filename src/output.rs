@@ -100,7 +100,10 @@ pub fn render_rejected(records: &[RejectedRecord]) -> Vec<u8> {
         reason: &'static str,
         message: &'a str,
         raw: String,
-        raw_bytes: usize,
+        raw_bytes: u64,
+        /// Present (and true) only when `raw` is the start of a too-large record.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        raw_truncated: bool,
     }
     let mut out = Vec::new();
     for r in records {
@@ -111,7 +114,8 @@ pub fn render_rejected(records: &[RejectedRecord]) -> Vec<u8> {
             reason: r.reason.code(),
             message: &r.message,
             raw: escape_raw(&r.raw),
-            raw_bytes: r.raw.len(),
+            raw_bytes: r.raw_len,
+            raw_truncated: r.raw_truncated(),
         };
         serde_json::to_writer(&mut out, &line).expect("writing JSON to a Vec cannot fail");
         out.push(b'\n');
@@ -174,6 +178,7 @@ mod tests {
             reason: Reason::InvalidUtf8,
             message: "m".into(),
             raw: b"{\"a\":\"\xff\"}".to_vec(),
+            raw_len: 9,
         };
         let line = String::from_utf8(render_rejected(&[r])).unwrap();
         assert_eq!(line, "{\"topic\":\"t\",\"partition\":0,\"offset\":7,\"reason\":\"invalid_utf8\",\"message\":\"m\",\"raw\":\"{\\\"a\\\":\\\"\\\\xFF\\\"}\",\"raw_bytes\":9}\n");

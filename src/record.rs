@@ -13,7 +13,25 @@ pub struct SourceRecord<'a> {
     /// none (a file, or a negative Kafka timestamp).
     pub timestamp_ms: Option<i64>,
     pub value: &'a [u8],
+    /// The record's whole length when the source handed over only its start (a line
+    /// longer than the record limit is not read into memory, SPEC §7); `None` when
+    /// `value` is the whole record.
+    pub full_len: Option<u64>,
 }
+
+impl SourceRecord<'_> {
+    /// The length of the whole record, bytes.
+    pub fn len(&self) -> u64 {
+        self.full_len.unwrap_or(self.value.len() as u64)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How much of a too-large record the rejected sink keeps (SPEC §7).
+pub const RAW_KEPT_BYTES: usize = 64 << 10;
 
 /// The fixed reason codes of SPEC §7, in the order the checks run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -78,8 +96,9 @@ impl Rejection {
     }
 }
 
-/// A refused record as the checkpoint stores it and the rejected sink writes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A refused record as the rejected sink writes it. The store keeps it in layouts of its
+/// own (`state::StoredRejected*`), so that a field added here cannot change what is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectedRecord {
     /// The source's name (Kafka topic, or the input file) when the record was read.
     pub topic: String,
@@ -87,5 +106,15 @@ pub struct RejectedRecord {
     pub offset: i64,
     pub reason: Reason,
     pub message: String,
+    /// The record's bytes, or their first [`RAW_KEPT_BYTES`] for a too-large record.
     pub raw: Vec<u8>,
+    /// The record's whole length, bytes (more than `raw.len()` when `raw` is cut).
+    pub raw_len: u64,
+}
+
+impl RejectedRecord {
+    /// Whether `raw` holds only the start of the record.
+    pub fn raw_truncated(&self) -> bool {
+        self.raw_len > self.raw.len() as u64
+    }
 }

@@ -27,13 +27,53 @@ pub struct FileSink {
     root: PathBuf,
 }
 
+/// The folders below the root that the job writes.
+pub const FOLDERS: [&str; 4] = ["time_kpi", "country_kpi", "rejected", "gaps"];
+
 impl FileSink {
+    /// Opens the output folder, and removes the temporary files a killed job left there
+    /// (each is rewritten whole before any rename, so none is ever needed again).
     pub fn new(root: &Path) -> Result<FileSink, SinkError> {
-        fs::create_dir_all(root).map_err(|source| SinkError::Io {
-            path: root.into(),
-            source,
-        })?;
+        let io_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| SinkError::Io { path, source }
+        };
+        fs::create_dir_all(root).map_err(io_err(root))?;
+        for folder in FOLDERS {
+            let dir = root.join(folder);
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&dir)(e)),
+            };
+            let mut removed = 0u64;
+            for entry in entries {
+                let entry = entry.map_err(io_err(&dir))?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
+                    removed += 1;
+                }
+            }
+            if removed > 0 {
+                tracing::info!(
+                    folder,
+                    removed,
+                    "removed temporary files a stopped job left"
+                );
+            }
+        }
         Ok(FileSink { root: root.into() })
+    }
+
+    /// Writes `rel` atomically unless a file of that name is there already, whatever it
+    /// holds (a gap found again after a restart keeps its first record).
+    pub fn write_if_absent(&self, rel: &str, bytes: &[u8]) -> Result<Written, SinkError> {
+        if self.root.join(rel).exists() {
+            return Ok(Written::AlreadyThere);
+        }
+        self.write(rel, bytes)
     }
 
     pub fn root(&self) -> &Path {
@@ -79,7 +119,7 @@ impl FileSink {
                 ".{}.tmp",
                 path.file_name().expect("a file name").to_string_lossy()
             ));
-            let mut f = open_0644(&tmp).map_err(io_err)?;
+            let mut f = open_new_0644(&tmp).map_err(io_err)?;
             f.write_all(bytes).map_err(io_err)?;
             f.sync_all().map_err(io_err)?;
             pending.push((tmp, path));
@@ -107,24 +147,33 @@ impl FileSink {
     }
 }
 
+/// Creates a new temporary file: never opens an existing one, and never follows a link at
+/// its name (so nothing can make the job write through a link planted there). A file or
+/// link left at the name is removed first: the name is the job's own.
+fn open_new_0644(p: &Path) -> io::Result<File> {
+    match create_new_0644(p) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(p)?;
+            create_new_0644(p)
+        }
+        other => other,
+    }
+}
+
 #[cfg(unix)]
-fn open_0644(p: &Path) -> io::Result<File> {
+fn create_new_0644(p: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(0o644)
         .open(p)
 }
 
 #[cfg(not(unix))]
-fn open_0644(p: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(p)
+fn create_new_0644(p: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(p)
 }
 
 #[cfg(test)]
@@ -177,6 +226,52 @@ mod tests {
         assert_eq!(fs::read(dir.path().join("b/3.json")).unwrap(), b"three\n");
         let conflict = s.write_batch(&[("a/2.json".into(), b"other\n".to_vec())]);
         assert!(matches!(conflict, Err(SinkError::Conflict { .. })));
+    }
+
+    /// Regression (issue 9): the temporary file was opened without O_EXCL|O_NOFOLLOW, so a
+    /// link planted at its name made the job write through it.
+    #[cfg(unix)]
+    #[test]
+    fn a_link_at_the_temporary_name_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileSink::new(dir.path()).unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        fs::create_dir_all(dir.path().join("time_kpi")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("time_kpi/.a.json.tmp")).unwrap();
+        s.write("time_kpi/a.json", b"rows\n").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(
+            fs::read(dir.path().join("time_kpi/a.json")).unwrap(),
+            b"rows\n"
+        );
+        assert!(!fs::symlink_metadata(dir.path().join("time_kpi/a.json"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
+    fn stale_temporary_files_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "time_kpi/.x.json.tmp",
+            "rejected/.r.jsonl.tmp",
+            "gaps/.g.json.tmp",
+        ] {
+            let p = dir.path().join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, b"half").unwrap();
+        }
+        fs::write(dir.path().join("time_kpi/keep.json"), b"x\n").unwrap();
+        FileSink::new(dir.path()).unwrap();
+        let mut left: Vec<String> = FOLDERS
+            .iter()
+            .flat_map(|f| fs::read_dir(dir.path().join(f)).into_iter().flatten())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["keep.json"]);
     }
 
     #[test]

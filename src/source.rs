@@ -5,6 +5,51 @@ use crate::engine::PartitionState;
 use crate::record::SourceRecord;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// What a store records of the input it read (SPEC §6), so that a restart can tell the
+/// same input from another one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SourceIdentity {
+    /// A Kafka topic: its name, and its id when the brokers gave it (a topic deleted and
+    /// created again has the same name and another id).
+    Kafka {
+        topic: String,
+        topic_id: Option<String>,
+    },
+    /// A JSON-lines input: the fingerprint of the bytes read so far.
+    File {
+        /// Bytes read (every record's line with its newline).
+        bytes: u64,
+        /// XXH3-128 of those bytes. (A last line without its newline is in both; bytes
+        /// added to it later make the read part longer, which is a change.)
+        hash: u128,
+    },
+}
+
+/// Records that the source will never deliver, found where the job resumed or while it
+/// ran (SPEC §6, `--on-data-loss continue`); the job writes each to `<out>/gaps/`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Gap {
+    pub topic: String,
+    pub partition: u32,
+    /// The first offset missing: the committed next offset.
+    pub first_missing: i64,
+    /// The last offset missing; `None` when the partition was re-created and how many of
+    /// its old records were never read cannot be known.
+    pub last_missing: Option<i64>,
+    /// Where reading goes on: the earliest offset the broker has.
+    pub resume_at: i64,
+    /// Why the records are gone, for a person.
+    pub why: String,
+    /// When the job found it, RFC 3339.
+    pub found_at: String,
+}
+
+/// The store was written by a job reading another source (another topic, or a file where
+/// a topic is given): a settings problem, exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceMismatch(pub String);
+
 /// What one poll found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Poll {
@@ -22,8 +67,28 @@ pub trait Source {
     /// A name for the rejected sink's `topic` field.
     fn name(&self) -> &str;
 
-    /// Where to resume: called once, before the first poll, with the committed state.
+    /// Where to resume: called once, after `verify` and before the first poll, with the
+    /// committed state.
     fn resume(&mut self, committed: &BTreeMap<u32, PartitionState>) -> Result<(), SourceError>;
+
+    /// Checks, first of all, that the input is the one the store recorded (`None`: nothing
+    /// recorded yet). Another source fails here; a file's read part is checked as it is
+    /// read again.
+    fn verify(&mut self, _recorded: Option<&SourceIdentity>) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    /// What to record of the input read so far, with the checkpoint.
+    fn identity(&self) -> Option<SourceIdentity> {
+        None
+    }
+
+    /// Gaps found since the last call: partitions whose records are lost and that go on
+    /// from the given offset. The job writes them, then tells the engine where each
+    /// partition goes on before it polls again.
+    fn take_gaps(&mut self) -> Vec<Gap> {
+        Vec::new()
+    }
 
     /// The partitions the watermark must wait for.
     fn partitions(&self) -> Vec<u32>;

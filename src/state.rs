@@ -1,18 +1,25 @@
 //! The state store: RocksDB, one synced write batch per checkpoint (SPEC §6).
 //!
-//! This is the only module that imports `rocksdb`. Layout of schema version 2, in column
+//! This is the only module that imports `rocksdb`. Layout, in column
 //! families (the migrations in `migrations/` say how it came to be):
 //!
 //! | family | key | value |
 //! |---|---|---|
 //! | `meta` | name (ASCII) | schema version, checkpoint seq, closed-before; `counter/<name>`: one counter, `u64` BE |
 //! | `partitions` | partition `u32` BE | [`PartitionState`] |
-//! | `open_windows` | window start, [`encode_i64`] | [`StoredWindow`] |
-//! | `closed_windows` | window start, [`encode_i64`] | [`StoredWindow`] |
+//! | `open_windows` | window start, [`encode_i64`]; for a country row `++` the country's bytes | the world's or the country's [`StoredAgg`] (format byte 2) |
+//! | `closed_windows` | as `open_windows` | as `open_windows` |
+//! | `window_countries` | window start ++ partition `u32` BE ++ country | empty: the partition brought the country into the open window (SPEC §7's cap) |
 //! | `ready_buckets` | bucket start, [`encode_i64`] | empty |
-//! | `rejected` | checkpoint `u64` BE ++ index `u32` BE | [`RejectedRecord`] |
+//! | `rejected` | checkpoint `u64` BE ++ index `u32` BE | [`RejectedRecord`]: format 1 [`StoredRejectedV1`], format 2 [`StoredRejectedV2`] |
 //!
-//! Keys are big-endian (signed ones with the sign bit flipped) so that RocksDB's byte order
+//! `meta` also holds, since this build, `source` ([`crate::source::SourceIdentity`]: what
+//! the job reads) and `settings` ([`crate::engine::ResultSettings`]: the settings that
+//! change results). A store without
+//! them (older builds) takes them at its next checkpoint; no migration is needed, since an
+//! absent key reads as "not recorded".
+//!
+//! (Layout of schema version 3.) Keys are big-endian (signed ones with the sign bit flipped) so that RocksDB's byte order
 //! is numeric order and a range of windows is a range of keys. Every bincode value starts
 //! with a format byte, so a later layout can tell old values apart.
 //!
@@ -23,7 +30,7 @@
 
 use crate::engine::{Counters, Delta, PartitionState, Restored};
 use crate::record::{Reason, RejectedRecord};
-use crate::window::StoredWindow;
+use crate::window::{Agg, StoredWindow};
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use serde::{de::DeserializeOwned, Serialize};
@@ -42,13 +49,15 @@ pub const CF_OPEN: &str = "open_windows";
 pub const CF_CLOSED: &str = "closed_windows";
 pub const CF_READY: &str = "ready_buckets";
 pub const CF_REJECTED: &str = "rejected";
-pub const COLUMN_FAMILIES: [&str; 6] = [
+pub const CF_MEMBERS: &str = "window_countries";
+pub const COLUMN_FAMILIES: [&str; 7] = [
     CF_META,
     CF_PARTITIONS,
     CF_OPEN,
     CF_CLOSED,
     CF_READY,
     CF_REJECTED,
+    CF_MEMBERS,
 ];
 
 /// The single-writer lock file inside the state folder.
@@ -57,6 +66,8 @@ pub const LOCK_FILE: &str = "retail-kpi.lock";
 const KEY_SCHEMA: &[u8] = b"schema_version";
 const KEY_SEQ: &[u8] = b"checkpoint_seq";
 const KEY_CLOSED_BEFORE: &[u8] = b"closed_before";
+const KEY_SOURCE: &[u8] = b"source";
+const KEY_SETTINGS: &[u8] = b"settings";
 const COUNTER_PREFIX: &str = "counter/";
 
 /// The schema this build writes: the last migration's. A store with a larger number was
@@ -150,6 +161,135 @@ fn encode_value<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = vec![VALUE_FORMAT];
     bincode::serialize_into(&mut out, v).expect("serialising to a Vec cannot fail");
     out
+}
+
+/// A rejected record as builds before the record limit cut (format byte 1) stored it.
+#[derive(Serialize, serde::Deserialize)]
+pub struct StoredRejectedV1 {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+    pub reason: Reason,
+    pub message: String,
+    pub raw: Vec<u8>,
+}
+
+/// A rejected record as this build stores it (format byte 2): `raw` may be the start of
+/// the record only, `raw_len` its whole length.
+#[derive(Serialize, serde::Deserialize)]
+pub struct StoredRejectedV2 {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+    pub reason: Reason,
+    pub message: String,
+    pub raw: Vec<u8>,
+    pub raw_len: u64,
+}
+
+const REJECTED_FORMAT_V2: u8 = 2;
+
+/// The sums of a window row as stored (format byte 2, schema 3), apart from the live
+/// [`Agg`] so that a field added there cannot change what is stored.
+#[derive(Serialize, serde::Deserialize)]
+pub struct StoredAgg {
+    pub opm: u64,
+    pub orders: u64,
+    pub returns: u64,
+    pub total_items: u128,
+    pub volume: i128,
+}
+
+const ROW_FORMAT: u8 = 2;
+
+fn encode_row(a: &Agg) -> Vec<u8> {
+    let mut out = vec![ROW_FORMAT];
+    let v = StoredAgg {
+        opm: a.opm,
+        orders: a.orders,
+        returns: a.returns,
+        total_items: a.total_items,
+        volume: a.volume.0,
+    };
+    bincode::serialize_into(&mut out, &v).expect("serialising to a Vec cannot fail");
+    out
+}
+
+fn decode_row(b: &[u8]) -> Result<Agg, String> {
+    match b.split_first() {
+        Some((&ROW_FORMAT, body)) => {
+            let v: StoredAgg = bincode::deserialize(body).map_err(|e| e.to_string())?;
+            Ok(Agg {
+                opm: v.opm,
+                orders: v.orders,
+                returns: v.returns,
+                total_items: v.total_items,
+                volume: crate::money::Money(v.volume),
+            })
+        }
+        Some((f, _)) => Err(format!("unknown window row format {f}")),
+        None => Err("empty value".into()),
+    }
+}
+
+/// A row's key: the window, then the country's bytes (none for the world row).
+fn row_key(window: i64, country: &str) -> Vec<u8> {
+    let mut k = encode_i64(window).to_vec();
+    k.extend_from_slice(country.as_bytes());
+    k
+}
+
+fn member_key(window: i64, partition: u32, country: &str) -> Vec<u8> {
+    let mut k = encode_i64(window).to_vec();
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(country.as_bytes());
+    k
+}
+
+fn encode_rejected(r: &RejectedRecord) -> Vec<u8> {
+    let mut out = vec![REJECTED_FORMAT_V2];
+    let v = StoredRejectedV2 {
+        topic: r.topic.clone(),
+        partition: r.partition,
+        offset: r.offset,
+        reason: r.reason,
+        message: r.message.clone(),
+        raw: r.raw.clone(),
+        raw_len: r.raw_len,
+    };
+    bincode::serialize_into(&mut out, &v).expect("serialising to a Vec cannot fail");
+    out
+}
+
+fn decode_rejected(b: &[u8]) -> Result<RejectedRecord, String> {
+    match b.split_first() {
+        Some((&VALUE_FORMAT, body)) => {
+            let v: StoredRejectedV1 = bincode::deserialize(body).map_err(|e| e.to_string())?;
+            Ok(RejectedRecord {
+                raw_len: v.raw.len() as u64,
+                topic: v.topic,
+                partition: v.partition,
+                offset: v.offset,
+                reason: v.reason,
+                message: v.message,
+                raw: v.raw,
+            })
+        }
+        Some((&REJECTED_FORMAT_V2, body)) => {
+            let v: StoredRejectedV2 = bincode::deserialize(body).map_err(|e| e.to_string())?;
+            Ok(RejectedRecord {
+                topic: v.topic,
+                partition: v.partition,
+                offset: v.offset,
+                reason: v.reason,
+                message: v.message,
+                raw: v.raw,
+                raw_len: v.raw_len,
+            })
+        }
+        Some((f, _)) => Err(format!("unknown rejected record format {f}")),
+        None => Err("empty value".into()),
+    }
 }
 
 fn decode_value<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
@@ -686,15 +826,27 @@ impl Store {
             b.put_cf(parts, p.to_be_bytes(), encode_value(s));
         }
         let open = self.cf(CF_OPEN);
+        let members = self.cf(CF_MEMBERS);
         for s in &d.open_deletes {
-            b.delete_cf(open, encode_i64(*s));
+            let end = encode_i64(s.saturating_add(1));
+            b.delete_range_cf(open, encode_i64(*s), end);
+            b.delete_range_cf(members, encode_i64(*s), end);
         }
-        for (s, w) in &d.open_upserts {
-            b.put_cf(open, encode_i64(*s), encode_value(w));
+        for (s, a) in &d.open_world {
+            b.put_cf(open, encode_i64(*s), encode_row(a));
+        }
+        for (s, c, a) in &d.open_countries {
+            b.put_cf(open, row_key(*s, c), encode_row(a));
+        }
+        for (s, p, c) in &d.new_members {
+            b.put_cf(members, member_key(*s, *p, c), []);
         }
         let closed = self.cf(CF_CLOSED);
         for (s, w) in &d.closed_inserts {
-            b.put_cf(closed, encode_i64(*s), encode_value(w));
+            b.put_cf(closed, encode_i64(*s), encode_row(&w.world));
+            for (c, a) in &w.countries {
+                b.put_cf(closed, row_key(*s, c), encode_row(a));
+            }
         }
         let ready = self.cf(CF_READY);
         for bucket in &d.ready_buckets {
@@ -705,9 +857,15 @@ impl Store {
             let end = bucket.saturating_add(crate::event_time::BUCKET_SECS);
             b.delete_range_cf(closed, encode_i64(*bucket), encode_i64(end));
         }
+        if let Some(src) = &d.source {
+            b.put_cf(meta, KEY_SOURCE, encode_value(src));
+        }
+        if let Some(set) = &d.settings {
+            b.put_cf(meta, KEY_SETTINGS, encode_value(set));
+        }
         let rej = self.cf(CF_REJECTED);
         for (i, r) in d.rejected.iter().enumerate() {
-            b.put_cf(rej, rejected_key(d.seq, i as u32), encode_value(r));
+            b.put_cf(rej, rejected_key(d.seq, i as u32), encode_rejected(r));
         }
         for seq in &d.rendered_rejected {
             b.delete_range_cf(rej, rejected_key(*seq, 0), rejected_key(seq + 1, 0));
@@ -726,6 +884,45 @@ impl Store {
             let (k, v) = item.map_err(|e| self.read_err(e))?;
             let v = decode_value(&v).map_err(|why| self.corrupt(format!("{cf}: {why}")))?;
             out.push((k, v));
+        }
+        Ok(out)
+    }
+
+    /// The windows of `cf` assembled from their rows (key order: the world row first,
+    /// then the countries in byte order).
+    fn windows(&self, cf: &str) -> Result<Vec<(i64, StoredWindow)>, StateError> {
+        let mut out: Vec<(i64, StoredWindow)> = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item.map_err(|e| self.read_err(e))?;
+            let bad = |why: String| self.corrupt(format!("{cf}: {why}"));
+            if k.len() < 8 {
+                return Err(bad("a key shorter than a window start".into()));
+            }
+            let w = decode_i64(&k[..8]).expect("8 bytes");
+            let a = decode_row(&v).map_err(bad)?;
+            if k.len() == 8 {
+                out.push((
+                    w,
+                    StoredWindow {
+                        world: a,
+                        countries: Vec::new(),
+                    },
+                ));
+                continue;
+            }
+            let country = std::str::from_utf8(&k[8..])
+                .map_err(|_| bad("a country that is not UTF-8".into()))?;
+            match out.last_mut() {
+                Some((last, sw)) if *last == w => sw.countries.push((country.to_owned(), a)),
+                _ => {
+                    return Err(bad(format!(
+                        "a country row without its window's row ({country:?})"
+                    )))
+                }
+            }
         }
         Ok(out)
     }
@@ -778,13 +975,22 @@ impl Store {
             );
             partitions.push((p, v));
         }
-        let mut open = Vec::new();
-        for (k, v) in self.scan::<StoredWindow>(CF_OPEN)? {
-            open.push((key_i64(&k)?, v));
-        }
-        let mut closed = Vec::new();
-        for (k, v) in self.scan::<StoredWindow>(CF_CLOSED)? {
-            closed.push((key_i64(&k)?, v));
+        let open = self.windows(CF_OPEN)?;
+        let closed = self.windows(CF_CLOSED)?;
+        let mut members = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_MEMBERS), rocksdb::IteratorMode::Start)
+        {
+            let (k, _) = item.map_err(|e| self.read_err(e))?;
+            let bad = || self.corrupt("bad window_countries key");
+            if k.len() < 12 {
+                return Err(bad());
+            }
+            let w = key_i64(&k[..8])?;
+            let p = u32::from_be_bytes(k[8..12].try_into().expect("4 bytes"));
+            let c = std::str::from_utf8(&k[12..]).map_err(|_| bad())?.to_owned();
+            members.push((w, p, c));
         }
         let mut ready_buckets = Vec::new();
         for item in self
@@ -795,7 +1001,13 @@ impl Store {
             ready_buckets.push(key_i64(&k)?);
         }
         let mut pending_rejected: Vec<(u64, Vec<RejectedRecord>)> = Vec::new();
-        for (k, v) in self.scan::<RejectedRecord>(CF_REJECTED)? {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_REJECTED), rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item.map_err(|e| self.read_err(e))?;
+            let v =
+                decode_rejected(&v).map_err(|why| self.corrupt(format!("{CF_REJECTED}: {why}")))?;
             if k.len() != 12 {
                 return Err(self.corrupt("bad rejected key"));
             }
@@ -805,10 +1017,21 @@ impl Store {
                 _ => pending_rejected.push((s, vec![v])),
             }
         }
+        let source = self
+            .meta_bytes(KEY_SOURCE)?
+            .map(|v| decode_value(&v).map_err(|why| self.corrupt(format!("meta/source: {why}"))))
+            .transpose()?;
+        let settings = self
+            .meta_bytes(KEY_SETTINGS)?
+            .map(|v| decode_value(&v).map_err(|why| self.corrupt(format!("meta/settings: {why}"))))
+            .transpose()?;
         Ok(Restored {
             seq,
+            source,
+            settings,
             partitions,
             open,
+            members,
             closed,
             ready_buckets,
             pending_rejected,
@@ -849,6 +1072,9 @@ fn free_bytes(path: &Path) -> std::io::Result<u64> {
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
+/// Bound of the write-ahead log's total size (see `db_options`).
+pub const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
+
 /// Least free space to open the store for writing (see `Store::open_and_migrate`).
 const MIN_FREE_BYTES: u64 = 1 << 20;
 
@@ -866,6 +1092,11 @@ fn db_options() -> Options {
     opts.set_write_buffer_size(16 << 20);
     opts.set_max_open_files(256);
     opts.set_keep_log_file_num(3);
+    // The write-ahead log is kept until every family's memtable that it covers is flushed;
+    // families written rarely (meta, partitions) held gigabytes of it after millions of
+    // rejected records, and replaying it made a restart take 25 s. Past this size RocksDB
+    // flushes the families that keep the oldest log alive.
+    opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
     opts
 }
 
@@ -1129,6 +1360,7 @@ mod tests {
             reason: Reason::Late,
             message: "m".into(),
             raw: b"\xff".to_vec(),
+            raw_len: 70_000,
         };
         {
             let s = Store::open(dir.path()).unwrap();
@@ -1141,7 +1373,9 @@ mod tests {
                         max_event_time: Some(-5),
                     },
                 )],
-                open_upserts: vec![(-60, w.clone())],
+                open_world: vec![(-60, w.world)],
+                open_countries: vec![(-60, "UK".into(), Agg::default())],
+                new_members: vec![(-60, 3, "UK".into())],
                 closed_inserts: vec![(60, w.clone()), (660, w.clone())],
                 ready_buckets: vec![0],
                 rejected: vec![rej.clone()],
@@ -1157,6 +1391,7 @@ mod tests {
             assert_eq!(r.seq, 1);
             assert_eq!(r.partitions, d.partitions);
             assert_eq!(r.open, vec![(-60, w.clone())]);
+            assert_eq!(r.members, vec![(-60, 3, "UK".to_owned())]);
             assert_eq!(r.closed.len(), 2);
             assert_eq!(r.ready_buckets, vec![0]);
             assert_eq!(r.pending_rejected, vec![(1, vec![rej.clone()])]);
@@ -1176,6 +1411,7 @@ mod tests {
         let r = s.load().unwrap();
         assert_eq!(r.seq, 2);
         assert!(r.open.is_empty());
+        assert!(r.members.is_empty(), "a closed window's members go with it");
         assert_eq!(
             r.closed,
             vec![(660, w)],
@@ -1222,7 +1458,7 @@ mod tests {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let db = DB::open_cf(&opts, dir, COLUMN_FAMILIES).unwrap();
+        let db = DB::open_cf(&opts, dir, &COLUMN_FAMILIES[..6]).unwrap();
         let meta = db.cf_handle(CF_META).unwrap();
         db.put_cf(meta, b"schema_version", [0, 0, 0, 1]).unwrap();
         db.put_cf(meta, b"checkpoint_seq", 7u64.to_be_bytes())
@@ -1246,10 +1482,10 @@ mod tests {
         v1_store(&dir, &v1_counters());
         let (s, m) = Store::open_and_migrate(&dir).unwrap();
         let m = m.expect("a migration ran");
-        assert_eq!((m.from, m.to), (1, 2));
-        assert_eq!(m.steps.len(), 1);
+        assert_eq!((m.from, m.to), (1, 3));
+        assert_eq!(m.steps.len(), 2);
         assert_eq!((m.steps[0].puts, m.steps[0].deletes), (12, 1));
-        assert_eq!(s.schema_version().unwrap(), Some(2));
+        assert_eq!(s.schema_version().unwrap(), Some(3));
         assert_eq!(
             s.load().unwrap().counters,
             Counters {
@@ -1281,6 +1517,68 @@ mod tests {
         assert!(again.is_none(), "a migrated store has nothing left to do");
     }
 
+    /// Migration 0003: a schema-2 window value becomes a world row and a row per country.
+    #[test]
+    fn windows_of_schema_2_become_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        v1_store(dir.path(), &v1_counters());
+        {
+            let mut opts = Options::default();
+            opts.create_missing_column_families(true);
+            let db = DB::open_cf(&opts, dir.path(), &COLUMN_FAMILIES[..6]).unwrap();
+            // Schema 2's window: format byte 1, world, then the country list (bincode).
+            #[derive(Serialize)]
+            struct A(u64, u64, u64, u128, i128);
+            let mut v = vec![1u8];
+            bincode::serialize_into(
+                &mut v,
+                &(
+                    A(3, 2, 1, 9, -50_000),
+                    vec![
+                        ("EIRE".to_owned(), A(1, 1, 0, 2, 10_000)),
+                        ("UK".to_owned(), A(2, 1, 1, 7, -60_000)),
+                    ],
+                ),
+            )
+            .unwrap();
+            db.put_cf(db.cf_handle(CF_OPEN).unwrap(), encode_i64(600), &v)
+                .unwrap();
+            db.put_cf(db.cf_handle(CF_CLOSED).unwrap(), encode_i64(0), &v)
+                .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let r = s.load().unwrap();
+        for (got, at) in [(&r.open, 600), (&r.closed, 0)] {
+            assert_eq!(got.len(), 1);
+            let (start, w) = &got[0];
+            assert_eq!(*start, at);
+            assert_eq!((w.world.opm, w.world.volume.0), (3, -50_000));
+            let names: Vec<&str> = w.countries.iter().map(|c| c.0.as_str()).collect();
+            assert_eq!(names, ["EIRE", "UK"]);
+            assert_eq!(w.countries[1].1.total_items, 7);
+        }
+        assert!(r.members.is_empty());
+    }
+
+    /// Rejected records stored by builds before the record-limit cut (format byte 1) read
+    /// back whole.
+    #[test]
+    fn rejected_records_of_format_1_still_read() {
+        let old = StoredRejectedV1 {
+            topic: "t".into(),
+            partition: 1,
+            offset: 2,
+            reason: Reason::InvalidJson,
+            message: "m".into(),
+            raw: b"{".to_vec(),
+        };
+        let mut v = vec![1u8];
+        bincode::serialize_into(&mut v, &old).unwrap();
+        let r = decode_rejected(&v).unwrap();
+        assert_eq!((r.raw.as_slice(), r.raw_len), (&b"{"[..], 1));
+        assert!(!r.raw_truncated());
+    }
+
     #[test]
     fn a_plan_runs_the_migrations_and_keeps_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -1291,20 +1589,30 @@ mod tests {
             assert_eq!((plan.from, plan.to), (1, SCHEMA_VERSION));
             assert_eq!(
                 plan.steps,
-                vec![Step {
-                    version: 2,
-                    name: "counters_as_keys",
-                    summary: MIGRATIONS[1].summary,
-                    puts: 12,
-                    deletes: 1,
-                    families_created: vec![],
-                }]
+                vec![
+                    Step {
+                        version: 2,
+                        name: "counters_as_keys",
+                        summary: MIGRATIONS[1].summary,
+                        puts: 12,
+                        deletes: 1,
+                        families_created: vec![],
+                    },
+                    Step {
+                        version: 3,
+                        name: "window_rows",
+                        summary: MIGRATIONS[2].summary,
+                        puts: 0,
+                        deletes: 0,
+                        families_created: vec![CF_MEMBERS.to_owned()],
+                    }
+                ]
             );
             assert!(matches!(
                 s.load(),
                 Err(StateError::NeedsMigration {
                     found: 1,
-                    supported: 2,
+                    supported: 3,
                     ..
                 })
             ));
@@ -1350,7 +1658,8 @@ mod tests {
         let (s, m) = Store::open_and_migrate(&dir).unwrap();
         let m = m.expect("a fresh store is built by the migrations");
         assert_eq!((m.from, m.to, m.backup), (0, SCHEMA_VERSION, None));
-        assert_eq!(m.steps[0].families_created, COLUMN_FAMILIES.to_vec());
+        assert_eq!(m.steps[0].families_created, COLUMN_FAMILIES[..6].to_vec());
+        assert_eq!(m.steps[2].families_created, [CF_MEMBERS]);
         assert_eq!(s.version(), SCHEMA_VERSION);
         assert_eq!(
             s.load().unwrap(),

@@ -69,6 +69,7 @@ impl Source for Scripted {
                 offset: r.offset,
                 timestamp_ms: r.timestamp_ms,
                 value: &r.value,
+                full_len: None,
             });
             self.pos += 1;
             self.handed += 1;

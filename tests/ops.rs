@@ -360,8 +360,9 @@ fn metrics_and_health_endpoints_report_the_running_job() {
 }
 
 #[test]
-fn sigterm_and_sigint_checkpoint_what_was_read_and_exit_zero_within_5s() {
-    for sig in [libc::SIGTERM, libc::SIGINT] {
+fn sigterm_sigint_and_sighup_checkpoint_what_was_read_and_exit_zero_within_5s() {
+    // SIGHUP: regression (issue 9), it killed the job without a checkpoint or a log line.
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         let dir = tempfile::tempdir().unwrap();
         let input = generate(500, &["--seed", "3", "--bad-fraction", "0.05"]);
         let n = records_from_jsonl(&input).len() as u64;
@@ -628,6 +629,18 @@ fn every_exit_code_is_reachable() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    // The job's own summary on standard output: 1 too (it was 4, the output folder's).
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = bin()
+        .args(with(&["--out", "o1", "--state", "s1", "--print-invoices"]))
+        .current_dir(d)
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
 
     // 2: flags and settings.
     for (args, says) in [
@@ -644,6 +657,16 @@ fn every_exit_code_is_reachable() {
             "missing.toml",
         ),
         (with(&["--state", "s"]), "the output folder is not set"),
+        // Durations past what the arithmetic or librdkafka takes (regression, issue 9:
+        // they overflowed).
+        (
+            with(&["--out", "o", "--state", "s", "--grace", "4000days"]),
+            "most this setting takes",
+        ),
+        (
+            with(&["--out", "o", "--state", "s", "--connect-timeout", "25days"]),
+            "most this setting takes",
+        ),
         (
             vec![
                 "run",

@@ -275,9 +275,10 @@ fn state_migrate_dry_run_changes_nothing_then_migrate_backs_up_and_migrates() {
 
     let plan = migrate(&state, true);
     for want in [
-        "would migrate from schema version 1 to 2",
+        "would migrate from schema version 1 to 3",
         "would back it up first to",
         "0002 counters_as_keys",
+        "0003 window_rows",
         "dry run: nothing changed",
     ] {
         assert!(plan.contains(want), "{want:?} not in:\n{plan}");
@@ -288,13 +289,13 @@ fn state_migrate_dry_run_changes_nothing_then_migrate_backs_up_and_migrates() {
     assert_eq!(v["schema_version"], 1);
     assert_eq!(
         v["pending_migrations"],
-        serde_json::json!(["0002_counters_as_keys"])
+        serde_json::json!(["0002_counters_as_keys", "0003_window_rows"])
     );
     assert!(snapshot(&state) == before, "inspect changed the store");
 
     let done = migrate(&state, false);
     assert!(
-        done.contains("migrated from schema version 1 to 2"),
+        done.contains("migrated from schema version 1 to 3"),
         "{done}"
     );
     let backups = backups_beside(&state);
@@ -307,7 +308,7 @@ fn state_migrate_dry_run_changes_nothing_then_migrate_backs_up_and_migrates() {
         "{done}"
     );
     let v = inspect(&state);
-    assert_eq!(v["schema_version"], 2);
+    assert_eq!(v["schema_version"], 3);
     // What the schema-1 binary's `state inspect` printed for the fixture when it was made
     // (tests/fixtures/README.md): the migration must carry it over unchanged.
     assert_eq!(v["checkpoint_seq"], 1);
@@ -677,7 +678,7 @@ impl StdinJob {
 
 fn assert_store_intact(state: &Path) {
     let v = inspect(state);
-    assert_eq!(v["schema_version"], 2, "{v}");
+    assert_eq!(v["schema_version"], 3, "{v}");
     let next = v["partitions"][0]["next_offset"].as_i64().unwrap_or(0);
     assert!((1..=2000).contains(&next), "{v}");
 }

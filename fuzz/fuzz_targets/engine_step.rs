@@ -57,6 +57,7 @@ struct MemStore {
     counters: Counters,
     partitions: BTreeMap<u32, PartitionState>,
     open: BTreeMap<i64, StoredWindow>,
+    members: BTreeSet<(i64, u32, String)>,
     closed: BTreeMap<i64, StoredWindow>,
     ready: BTreeSet<i64>,
     rejected: BTreeMap<u64, Vec<RejectedRecord>>,
@@ -72,9 +73,26 @@ impl MemStore {
         }
         for s in &d.open_deletes {
             self.open.remove(s);
+            self.members.retain(|m| m.0 != *s);
         }
-        for (s, w) in &d.open_upserts {
-            self.open.insert(*s, w.clone());
+        for (s, a) in &d.open_world {
+            self.open
+                .entry(*s)
+                .or_insert_with(|| StoredWindow {
+                    world: *a,
+                    countries: Vec::new(),
+                })
+                .world = *a;
+        }
+        for (s, c, a) in &d.open_countries {
+            let w = self.open.get_mut(s).expect("a country row comes with its world row");
+            match w.countries.binary_search_by(|x| x.0.as_bytes().cmp(c.as_bytes())) {
+                Ok(i) => w.countries[i].1 = *a,
+                Err(i) => w.countries.insert(i, (c.clone(), *a)),
+            }
+        }
+        for m in &d.new_members {
+            self.members.insert(m.clone());
         }
         for (s, w) in &d.closed_inserts {
             self.closed.insert(*s, w.clone());
@@ -106,7 +124,10 @@ impl MemStore {
             seq: self.seq,
             partitions: self.partitions.iter().map(|(p, s)| (*p, *s)).collect(),
             open: self.open.iter().map(|(s, w)| (*s, w.clone())).collect(),
+            members: self.members.iter().cloned().collect(),
             closed: self.closed.iter().map(|(s, w)| (*s, w.clone())).collect(),
+            source: None,
+            settings: None,
             ready_buckets: self.ready.iter().copied().collect(),
             pending_rejected: self.rejected.iter().map(|(s, r)| (*s, r.clone())).collect(),
             closed_before: self.closed_before.unwrap_or(i64::MIN),
@@ -205,6 +226,7 @@ impl<'a> Harness<'a> {
             offset: s.offset,
             timestamp_ms: s.timestamp_ms,
             value: s.value,
+            full_len: None,
         });
         let after = self.engine.counters().clone();
         if s.replay {
@@ -350,6 +372,7 @@ fn settings(line: &[u8]) -> (EngineConfig, u32, bool) {
                 max_record_bytes,
                 max_items,
             },
+            ..EngineConfig::default()
         },
         partitions,
         idle,
@@ -472,6 +495,7 @@ fuzz_target!(|data: &[u8]| {
                 max_future_skew_ms: (cfg.max_future_skew / 1_000_000) as i64,
                 max_record_bytes: cfg.limits.max_record_bytes,
                 max_items: cfg.limits.max_items as usize,
+                max_countries: cfg.max_countries,
             },
         );
         let got: BTreeMap<(u32, i64), String> = h

@@ -52,6 +52,8 @@ pub struct RefConfig {
     pub max_future_skew_ms: i64,
     pub max_record_bytes: usize,
     pub max_items: usize,
+    /// Most distinct countries per window and partition (SPEC §7).
+    pub max_countries: usize,
 }
 
 impl Default for RefConfig {
@@ -61,6 +63,7 @@ impl Default for RefConfig {
             max_future_skew_ms: 3_600_000,
             max_record_bytes: 1 << 20,
             max_items: 10_000,
+            max_countries: 1000,
         }
     }
 }
@@ -140,14 +143,29 @@ pub fn reference(records: &[RefRecord], cfg: &RefConfig) -> RefOutput {
         }
         // M_p: None stands for −∞ (nothing accepted yet).
         let mut max_event: Option<i128> = None;
+        // 8. the countries this partition brought into each minute.
+        let mut countries: BTreeMap<i128, std::collections::BTreeSet<String>> = BTreeMap::new();
         for r in recs {
-            let result = check_record(r, cfg).and_then(|inv| {
-                // 7. lateness: t < M_p − G, with M_p as it was before this invoice.
-                match max_event {
-                    Some(m) if inv.event_ns < m - grace_ns => Err("late"),
-                    _ => Ok(inv),
-                }
-            });
+            let result = check_record(r, cfg)
+                .and_then(|inv| {
+                    // 7. lateness: t < M_p − G, with M_p as it was before this invoice.
+                    match max_event {
+                        Some(m) if inv.event_ns < m - grace_ns => Err("late"),
+                        _ => Ok(inv),
+                    }
+                })
+                .and_then(|inv| {
+                    let seen = countries
+                        .entry(inv.event_ns.div_euclid(NS_PER_MIN))
+                        .or_default();
+                    if !seen.contains(&inv.country) {
+                        if seen.len() >= cfg.max_countries {
+                            return Err("too_large");
+                        }
+                        seen.insert(inv.country.clone());
+                    }
+                    Ok(inv)
+                });
             match result {
                 Ok(inv) => {
                     max_event = Some(match max_event {
