@@ -551,7 +551,7 @@ fn chaos_scenario() {
     // The producer: out-of-order, late and malformed records at a set rate.
     let producer_log = std::fs::File::create(s.dir.join("logs/producer.log")).unwrap();
     let mut producer = KillOnDrop(
-        Command::new(BIN)
+        cluster::owned_command(BIN)
             .args(["produce", "--brokers", &c.bootstrap, "--topic", TOPIC])
             .args([
                 "--partitions",

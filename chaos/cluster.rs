@@ -34,6 +34,8 @@ impl Cluster {
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(SCRIPT);
         c.args(args)
+            // The brokers are stopped when this test process is gone, however it ends.
+            .env("RETAIL_KPI_KAFKA_OWNER_PID", std::process::id().to_string())
             .env("RETAIL_KPI_KAFKA_DIR", &self.dir)
             .env("RETAIL_KPI_KAFKA_PORT_BASE", self.port_base.to_string())
             .stdin(Stdio::null());
@@ -169,6 +171,31 @@ pub fn signal(child: &Child, sig: i32) {
     }
 }
 
+/// A command for a child of the test that dies with it: in a process group of its own, and
+/// sent SIGKILL by the kernel when the test thread that spawned it is gone (a test process
+/// killed hard included), so that no job or producer is left to write into a later run's
+/// cluster on the same ports.
+pub fn owned_command(program: &str) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(program);
+    c.process_group(0);
+    // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated here.
+    unsafe {
+        let parent = libc::getpid();
+        c.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
 /// The job's command line for a live run or a backfill.
 pub fn job_command(
     c: &Cluster,
@@ -191,7 +218,7 @@ pub fn job_command_with(
     checkpoint: &str,
     extra: &[&str],
 ) -> Command {
-    let mut cmd = Command::new(bin);
+    let mut cmd = owned_command(bin);
     cmd.args(["run", "--brokers", &c.bootstrap, "--topic", topic])
         .args(["--checkpoint-interval", checkpoint])
         .arg("--out")

@@ -254,6 +254,8 @@ pub struct Engine {
     new_ready: Vec<i64>,
     rendered_buckets: Vec<i64>,
     rejected: Vec<RejectedRecord>,
+    /// Bytes held by `rejected` (raw and message), so that the job can checkpoint early.
+    rejected_bytes: usize,
     rendered_rejected: Vec<u64>,
 }
 
@@ -301,6 +303,7 @@ impl Engine {
             new_ready: Vec::new(),
             rendered_buckets: Vec::new(),
             rejected: Vec::new(),
+            rejected_bytes: 0,
             rendered_rejected: Vec::new(),
         }
     }
@@ -408,6 +411,7 @@ impl Engine {
                             ),
                         );
                         self.counters.rejected[rej.reason.index()] += 1;
+                        self.rejected_bytes += rec.value.len() + 256;
                         self.rejected.push(RejectedRecord {
                             topic: self.topic.clone(),
                             partition: rec.partition,
@@ -440,6 +444,7 @@ impl Engine {
                 } else {
                     rec.value
                 };
+                self.rejected_bytes += kept.len() + rej.message.len() + 64;
                 self.rejected.push(RejectedRecord {
                     topic: self.topic.clone(),
                     partition: rec.partition,
@@ -571,6 +576,7 @@ impl Engine {
             .filter_map(|s| self.closed.get(&s).map(|w| (s, StoredWindow::from(w))))
             .collect();
         let rejected = std::mem::take(&mut self.rejected);
+        self.rejected_bytes = 0;
         if !rejected.is_empty() {
             self.pending_rejected.insert(seq, rejected.clone());
         }
@@ -640,6 +646,11 @@ impl Engine {
         }
     }
 
+    /// Whether committed files are still due (buckets or rejected records).
+    pub fn has_due(&self) -> bool {
+        !self.ready.is_empty() || !self.pending_rejected.is_empty()
+    }
+
     /// Committed rejected records whose file is due, by checkpoint.
     pub fn pending_rejected(&self) -> &BTreeMap<u64, Vec<RejectedRecord>> {
         &self.pending_rejected
@@ -650,6 +661,12 @@ impl Engine {
             self.rendered_rejected.push(seq);
             self.changed = true;
         }
+    }
+
+    /// About how many bytes the rejected records since the last checkpoint hold: a stream
+    /// of bad records must not grow memory with the checkpoint interval.
+    pub fn buffered_bytes(&self) -> usize {
+        self.rejected_bytes
     }
 
     /// Closed windows held for a bucket that is not rendered yet.

@@ -104,7 +104,15 @@ pub fn run(
         files: cfg.render_step.max(1),
         stop: &stop,
     };
-    render_due(&mut engine, &store, &sink, &mut summary, metrics, &step)?;
+    render_due(
+        &mut engine,
+        &store,
+        &sink,
+        &mut summary,
+        metrics,
+        &step,
+        false,
+    )?;
     engine.set_topic(source.name());
     source
         .verify(recorded_source.as_ref())
@@ -176,7 +184,10 @@ pub fn run(
             }
             break;
         }
-        if last_checkpoint.elapsed() >= cfg.checkpoint_interval {
+        // Early when bad records pile up: they are held until a checkpoint commits them.
+        if last_checkpoint.elapsed() >= cfg.checkpoint_interval
+            || engine.buffered_bytes() >= MAX_BUFFERED_BYTES
+        {
             out.flush().map_err(JobError::Stdout)?;
             checkpoint(
                 &mut engine,
@@ -186,6 +197,7 @@ pub fn run(
                 &mut summary,
                 metrics,
                 &step,
+                false,
             )?;
             last_checkpoint = Instant::now();
         }
@@ -194,7 +206,7 @@ pub fn run(
         engine.close_all();
     }
     out.flush().map_err(JobError::Stdout)?;
-    // Each rendering step records itself: one checkpoint ends the run.
+    // The last rendering step records itself: one checkpoint ends the run.
     checkpoint(
         &mut engine,
         &store,
@@ -203,6 +215,7 @@ pub fn run(
         &mut summary,
         metrics,
         &step,
+        true,
     )?;
     if let Some(m) = metrics {
         let now_ms = source
@@ -217,6 +230,10 @@ pub fn run(
     summary.rejected = c.rejected_total() - start_counters.rejected_total();
     Ok(summary)
 }
+
+/// Rejected records held in memory before a checkpoint is taken early (they are held three
+/// times over while it commits: the engine's, the delta's, RocksDB's batch).
+const MAX_BUFFERED_BYTES: usize = 32 << 20;
 
 fn wall_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -292,6 +309,7 @@ struct RenderStep<'a> {
     stop: &'a AtomicBool,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn checkpoint(
     engine: &mut Engine,
     store: &Store,
@@ -300,6 +318,7 @@ fn checkpoint(
     summary: &mut RunSummary,
     metrics: Option<&Metrics>,
     step: &RenderStep<'_>,
+    last: bool,
 ) -> Result<(), JobError> {
     let Some(mut delta) = engine.take_delta() else {
         return Ok(());
@@ -314,13 +333,15 @@ fn checkpoint(
     summary.checkpoints += 1;
     crate::failpoint!("checkpoint.after_commit_before_render");
     source.committed(engine.partitions());
-    render_due(engine, store, sink, summary, metrics, step)
+    render_due(engine, store, sink, summary, metrics, step, last)
 }
 
 /// Writes the files the committed state says are due, in steps of at most `step.files`
-/// files; after each step the engine learns what was written and a checkpoint records it,
-/// so that a restart never writes a file twice and always gets further. Stops between
-/// steps when a stop is requested.
+/// files. After each step the engine learns what was written; when more steps follow (or
+/// `record_last` asks, at the end of a run) a checkpoint records it at once, so that a job
+/// killed however often gets further each time; otherwise the next checkpoint carries it,
+/// as a crash in between only finds the same files there again. Stops between steps when
+/// a stop is requested.
 fn render_due(
     engine: &mut Engine,
     store: &Store,
@@ -328,6 +349,7 @@ fn render_due(
     summary: &mut RunSummary,
     metrics: Option<&Metrics>,
     step: &RenderStep<'_>,
+    record_last: bool,
 ) -> Result<(), JobError> {
     loop {
         if step.stop.load(Ordering::Relaxed) {
@@ -376,6 +398,9 @@ fn render_due(
             engine.mark_rejected_rendered(s);
         }
         crate::failpoint!("render.after_rename_before_record");
+        if !(record_last || engine.has_due()) {
+            return Ok(());
+        }
         if let Some(delta) = engine.take_delta() {
             store.commit(&delta)?;
             summary.checkpoints += 1;

@@ -21,7 +21,7 @@ fn start_cluster(name: &str, brokers: u32, port_base: u16) -> Cluster {
 }
 
 fn produce(c: &Cluster, topic: &str, count: u64, seed: u64, extra: &[&str]) -> Child {
-    Command::new(BIN)
+    cluster::owned_command(BIN)
         .args([
             "produce",
             "--brokers",
@@ -53,7 +53,7 @@ fn wait_ok(mut child: Child, what: &str) {
 }
 
 fn job(c: &Cluster, topic: &str, out: &Path, state: &Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = cluster::owned_command(BIN);
     cmd.args([
         "run",
         "--brokers",

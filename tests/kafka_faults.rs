@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn produce(c: &Cluster, topic: &str, count: u64, seed: u64, extra: &[&str]) {
-    let mut child = Command::new(BIN)
+    let mut child = cluster::owned_command(BIN)
         .args(["produce", "--brokers", &c.bootstrap, "--topic", topic])
         .args(["--count", &count.to_string(), "--seed", &seed.to_string()])
         .args(["--event-rate", "600", "--bad-fraction", "0.01"])
@@ -33,7 +33,7 @@ fn produce(c: &Cluster, topic: &str, count: u64, seed: u64, extra: &[&str]) {
 
 /// A bounded run over the topic; the idle rule is kept out (one hour).
 fn backfill(c: &Cluster, topic: &str, out: &Path, state: &Path, extra: &[&str]) -> Output {
-    let child = Command::new(BIN)
+    let child = cluster::owned_command(BIN)
         .args(["run", "--brokers", &c.bootstrap, "--topic", topic])
         .args(["--until", "end", "--metrics-addr", "off"])
         .args(["--idle-timeout", "1h", "--checkpoint-interval", "200ms"])
@@ -270,7 +270,7 @@ fn production_kafka_facts() {
     produce(&c, "grow", 1000, 12, &["--partitions", "2"]);
     let (out, st) = (t.join("grow-out"), t.join("grow-st"));
     let log = t.join("grow.log");
-    let mut live = Command::new(BIN)
+    let mut live = cluster::owned_command(BIN)
         .args(["run", "--brokers", &c.bootstrap, "--topic", "grow"])
         .args(["--start", "latest", "--idle-timeout", "1h"])
         .args(["--checkpoint-interval", "200ms", "--metrics-addr", "off"])
@@ -355,4 +355,104 @@ fn production_kafka_facts() {
         .map(|p| p["next_offset"].as_i64().unwrap())
         .collect();
     assert_eq!(next, [750, 750, 250, 250], "{v}");
+}
+
+/// The inner half of the next test: a test process with a broker and a live job, that waits
+/// to be killed. Run only by that test (ignored otherwise).
+#[test]
+#[ignore = "run by a_hard_killed_test_run_leaves_no_broker_or_job_behind"]
+// The job is never waited for: this process is killed with it running, on purpose.
+#[allow(clippy::zombie_processes)]
+fn owner_that_gets_killed() {
+    let Ok(report) = std::env::var("RETAIL_KPI_TEST_REPORT") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(&report).with_extension("d");
+    let c = Cluster::start(dir.join("kafka"), 1, 34092);
+    produce(&c, "owned", 100, 1, &["--partitions", "1"]);
+    let job = cluster::job_command(&c, "owned", &dir.join("out"), &dir.join("st"), "1s", &[])
+        .args(["--metrics-addr", "off"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = c.script(&["status"]);
+    let broker = status
+        .split_whitespace()
+        .skip_while(|w| *w != "pid")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    std::fs::write(&report, format!("{broker} {}\n", job.id())).unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Whether `pid` is a live process (a zombie no reaper took counts as gone).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Regression (issue 9): a test run killed hard (SIGKILL, a CI time-out) left its brokers
+/// and jobs running, and they answered on the ports of later runs. Brokers now have a
+/// watchdog that stops them when the test process is gone, and jobs die with it.
+#[test]
+fn a_hard_killed_test_run_leaves_no_broker_or_job_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("pids");
+    let mut inner = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "owner_that_gets_killed",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("RETAIL_KPI_TEST_REPORT", &report)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let pids = loop {
+        if let Ok(text) = std::fs::read_to_string(&report) {
+            if text.ends_with('\n') {
+                break text;
+            }
+        }
+        assert!(
+            inner.try_wait().unwrap().is_none(),
+            "the inner test ended before it reported"
+        );
+        assert!(Instant::now() < deadline, "the inner test did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let pids: Vec<i32> = pids
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert!(pids.iter().all(|&p| alive(p)), "{pids:?}");
+    inner.kill().unwrap();
+    inner.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while pids.iter().any(|&p| alive(p)) {
+        assert!(
+            Instant::now() < deadline,
+            "left behind after the test process was killed: broker {} job {} (alive: {:?})",
+            pids[0],
+            pids[1],
+            pids.iter().map(|&p| alive(p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let dir = report.with_extension("d");
+    let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
+        .arg("wipe")
+        .env("RETAIL_KPI_KAFKA_DIR", dir.join("kafka"))
+        .output();
 }

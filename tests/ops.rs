@@ -876,6 +876,8 @@ impl Broker {
     fn script(dir: &Path, port_base: u16, args: &[&str]) -> String {
         let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
             .args(args)
+            // The broker is stopped when this test process is gone, however it ends.
+            .env("RETAIL_KPI_KAFKA_OWNER_PID", std::process::id().to_string())
             .env("RETAIL_KPI_KAFKA_DIR", dir)
             .env("RETAIL_KPI_KAFKA_PORT_BASE", port_base.to_string())
             .stdin(Stdio::null())

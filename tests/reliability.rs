@@ -319,3 +319,64 @@ fn countries_per_window_are_capped_as_the_reference_says() {
     let st = inspect(&state);
     assert_eq!(st["settings"]["max_countries"], "3", "{st}");
 }
+
+/// Runs the binary and returns its exit code and its peak resident memory (wait4's own
+/// account of this child, so tests running beside it do not count).
+// wait4 below reaps the child; clippy cannot see it.
+#[allow(clippy::zombie_processes)]
+fn run_measured(args: &[&std::ffi::OsStr]) -> (Option<i32>, u64) {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 writes it and the status of our child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, usage.ru_maxrss as u64 * 1024)
+}
+
+/// Regression (issue 9): 500,000 distinct countries in one minute took 921 MB. The cap
+/// bounds a window's rows, and bad records held for a checkpoint make it come early, so
+/// memory follows the limits, not the input.
+#[test]
+fn half_a_million_countries_in_one_minute_stay_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = d.join("in.jsonl");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+        for i in 0..500_000u32 {
+            writeln!(
+                f,
+                r#"{{"invoice_no":{i},"country":"C{i:06}","timestamp":"2020-09-18 10:00:{:02}","type":"ORDER","items":[{{"SKU":"s","title":"t","unit_price":1.5,"quantity":2}}]}}"#,
+                i % 60
+            )
+            .unwrap();
+        }
+    }
+    let (out, state) = (d.join("out"), d.join("state"));
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "run".as_ref(),
+        "--metrics-addr".as_ref(),
+        "off".as_ref(),
+        "--input".as_ref(),
+        input.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--state".as_ref(),
+        state.as_os_str(),
+    ];
+    let (code, rss) = run_measured(&args);
+    assert_eq!(code, Some(0));
+    let st = inspect(&state);
+    assert_eq!(st["counters"]["accepted"], 1000, "{st}");
+    assert_eq!(st["counters"]["rejected"]["too_large"], 499_000, "{st}");
+    println!("max RSS {} MB", rss >> 20);
+    assert!(rss < 400 << 20, "max RSS {} MB", rss >> 20);
+}
