@@ -754,11 +754,13 @@ impl KafkaSource {
                         Some(n) => n >= high,
                         None => high <= low,
                     };
+                    tracing::debug!(partition = p, low, high, next = ?t.next, caught_up, "end confirmation");
                     if caught_up {
                         t.confirmed_end = Some(Instant::now());
                     }
                 }
                 Err(e) => {
+                    tracing::debug!(partition = p, "end confirmation failed: {e}");
                     self.consumer.context().failed(&e.to_string());
                     // No answer: stop asking this round, the others would time out too.
                     break;

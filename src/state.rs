@@ -63,6 +63,13 @@ pub const COLUMN_FAMILIES: [&str; 7] = [
 /// The single-writer lock file inside the state folder.
 pub const LOCK_FILE: &str = "retail-kpi.lock";
 
+/// The number of the last checkpoint committed, written beside the store after each
+/// commit. A store whose own checkpoint number is below it has lost files (a MANIFEST cut
+/// short that still names an older checkpoint, files restored from an older copy): RocksDB
+/// would open it as a valid, older store. Written without a sync: after a crash it can only
+/// be behind the store, never ahead, so it never refuses a sound store.
+pub const CHECKPOINT_MARK_FILE: &str = "retail-kpi.checkpoint";
+
 const KEY_SCHEMA: &[u8] = b"schema_version";
 const KEY_SEQ: &[u8] = b"checkpoint_seq";
 const KEY_CLOSED_BEFORE: &[u8] = b"closed_before";
@@ -158,7 +165,12 @@ fn rejected_key(seq: u64, index: u32) -> [u8; 12] {
 }
 
 fn encode_value<T: Serialize>(v: &T) -> Vec<u8> {
-    let mut out = vec![VALUE_FORMAT];
+    encode_as(VALUE_FORMAT, v)
+}
+
+/// A format byte, then `v` in bincode.
+fn encode_as<T: Serialize>(format: u8, v: &T) -> Vec<u8> {
+    let mut out = vec![format];
     bincode::serialize_into(&mut out, v).expect("serialising to a Vec cannot fail");
     out
 }
@@ -203,7 +215,6 @@ pub struct StoredAgg {
 const ROW_FORMAT: u8 = 2;
 
 fn encode_row(a: &Agg) -> Vec<u8> {
-    let mut out = vec![ROW_FORMAT];
     let v = StoredAgg {
         opm: a.opm,
         orders: a.orders,
@@ -211,8 +222,7 @@ fn encode_row(a: &Agg) -> Vec<u8> {
         total_items: a.total_items,
         volume: a.volume.0,
     };
-    bincode::serialize_into(&mut out, &v).expect("serialising to a Vec cannot fail");
-    out
+    encode_as(ROW_FORMAT, &v)
 }
 
 fn decode_row(b: &[u8]) -> Result<Agg, String> {
@@ -247,7 +257,6 @@ fn member_key(window: i64, partition: u32, country: &str) -> Vec<u8> {
 }
 
 fn encode_rejected(r: &RejectedRecord) -> Vec<u8> {
-    let mut out = vec![REJECTED_FORMAT_V2];
     let v = StoredRejectedV2 {
         topic: r.topic.clone(),
         partition: r.partition,
@@ -257,8 +266,7 @@ fn encode_rejected(r: &RejectedRecord) -> Vec<u8> {
         raw: r.raw.clone(),
         raw_len: r.raw_len,
     };
-    bincode::serialize_into(&mut out, &v).expect("serialising to a Vec cannot fail");
-    out
+    encode_as(REJECTED_FORMAT_V2, &v)
 }
 
 fn decode_rejected(b: &[u8]) -> Result<RejectedRecord, String> {
@@ -492,8 +500,24 @@ impl Store {
         let Some(meta) = self.db.cf_handle(CF_META) else {
             return Ok(());
         };
-        if self.meta_bytes(KEY_SEQ)?.is_some() {
+        let mark = std::fs::read_to_string(self.path.join(CHECKPOINT_MARK_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        if let Some(seq) = self.meta_bytes(KEY_SEQ)? {
+            let seq = <[u8; 8]>::try_from(seq.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| self.corrupt("bad checkpoint seq"))?;
+            if let Some(mark) = mark.filter(|m| *m > seq) {
+                return Err(lost(&format!(
+                    "its last checkpoint is {seq}, but checkpoint {mark} was committed to it"
+                )));
+            }
             return Ok(());
+        }
+        if let Some(mark) = mark.filter(|m| *m > 0) {
+            return Err(lost(&format!(
+                "it holds no checkpoint, but checkpoint {mark} was committed to it"
+            )));
         }
         for item in self.db.iterator_cf(meta, rocksdb::IteratorMode::Start) {
             let (k, _) = item.map_err(|e| self.read_err(e))?;
@@ -872,7 +896,19 @@ impl Store {
         }
         let bytes = b.size_in_bytes();
         self.write(b)?;
+        self.mark_checkpoint(d.seq);
         Ok(bytes)
+    }
+
+    /// Records `seq` in [`CHECKPOINT_MARK_FILE`] (replaced whole by a rename). A failure
+    /// only weakens the check it serves, so it is logged, not raised.
+    fn mark_checkpoint(&self, seq: u64) {
+        let tmp = self.path.join(format!(".{CHECKPOINT_MARK_FILE}.tmp"));
+        let done = std::fs::write(&tmp, format!("{seq}\n"))
+            .and_then(|()| std::fs::rename(&tmp, self.path.join(CHECKPOINT_MARK_FILE)));
+        if let Err(e) = done {
+            tracing::debug!("cannot record checkpoint {seq} beside the store: {e}");
+        }
     }
 
     fn scan<T: DeserializeOwned>(&self, cf: &str) -> Result<Vec<KeyValue<T>>, StateError> {
@@ -1170,6 +1206,14 @@ fn store_exists(path: &Path) -> Result<bool, StateError> {
                 ),
             });
         }
+    }
+    if path.join(CHECKPOINT_MARK_FILE).exists() {
+        return Err(StateError::Corrupt {
+            path: path.into(),
+            why: format!(
+                "its RocksDB files are gone, yet checkpoints were committed to it ({CHECKPOINT_MARK_FILE} is there)"
+            ),
+        });
     }
     Ok(false)
 }

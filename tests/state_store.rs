@@ -772,3 +772,66 @@ fn a_read_only_output_folder_is_a_clear_error_and_a_restart_after_remounting_cat
     fs.remount("rw");
     base.restart_and_compare(&out, &state);
 }
+
+/// Regression (issue 9): a store that lost its last checkpoints while still naming an
+/// older one (a MANIFEST cut short at an edit boundary; files restored from an older copy)
+/// opened as a valid, older store. The number of the last checkpoint committed is kept
+/// beside it, and a store behind it is refused as corrupt, untouched.
+#[test]
+fn a_store_behind_its_last_committed_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let gen = |count: &str, start: &str| {
+        let o = Command::new(BIN)
+            .args([
+                "generate", "--count", count, "--seed", "4", "--start", start,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        o.stdout
+    };
+    let input = d.join("in.jsonl");
+    let mut bytes = gen("500", "2020-09-18 10:00:00");
+    std::fs::write(&input, &bytes).unwrap();
+    let (out, state) = (d.join("out"), d.join("state"));
+    let o = run_file(d, input.to_str().unwrap(), &out, &state);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let older = d.join("older");
+    copy_dir(&state, &older);
+    bytes.extend(gen("500", "2020-09-18 12:00:00"));
+    std::fs::write(&input, &bytes).unwrap();
+    let o = run_file(d, input.to_str().unwrap(), &out, &state);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The store's own files go back to the first run's; the record of the last
+    // checkpoint stays.
+    for (name, _) in snapshot(&state) {
+        if name != "retail-kpi.checkpoint" && name != "retail-kpi.lock" {
+            let _ = std::fs::remove_file(state.join(&name));
+        }
+    }
+    for (name, _) in snapshot(&older) {
+        if name != "retail-kpi.checkpoint" && name != "retail-kpi.lock" {
+            std::fs::copy(older.join(&name), state.join(&name)).unwrap();
+        }
+    }
+    let before = snapshot(&state);
+    let o = run_file(d, input.to_str().unwrap(), &out, &state);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(EXIT_STATE), "{log}");
+    assert!(
+        log.contains("is corrupt") && log.contains("was committed to it"),
+        "{log}"
+    );
+    assert!(snapshot(&state) == before, "the store was changed");
+    // Its RocksDB files gone altogether: not a reason to start over either.
+    for (name, _) in snapshot(&state) {
+        if name != "retail-kpi.checkpoint" && name != "retail-kpi.lock" {
+            std::fs::remove_file(state.join(&name)).unwrap();
+        }
+    }
+    let o = run_file(d, input.to_str().unwrap(), &out, &state);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(EXIT_STATE), "{log}");
+    assert!(log.contains("RocksDB files are gone"), "{log}");
+}
