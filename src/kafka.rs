@@ -450,10 +450,12 @@ struct PartitionTrack {
 pub struct KafkaSource {
     cfg: KafkaConfig,
     consumer: BaseConsumer<OutageContext>,
-    /// A client of its own for watermark requests (idle confirmation, data-loss checks),
-    /// made anew when its requests keep failing: after a broker paused and resumed, the
-    /// consumer's own requests answered "Unknown partition" for minutes while metadata
-    /// worked, and the idle rule waited for the next record.
+    /// A client of its own for watermark and metadata requests while running (idle
+    /// confirmation, data-loss checks, new partitions), made anew when its requests keep
+    /// failing: after a broker paused and resumed, the consumer's own requests timed out
+    /// or answered "Unknown partition" for minutes, each metadata request held the loop
+    /// for its 5 s time-out, end confirmations came further apart than the idle timeout,
+    /// and the idle rule waited for the next record.
     probe: Option<BaseConsumer<ProbeContext>>,
     probe_failures: u32,
     name: String,
@@ -501,27 +503,48 @@ impl KafkaSource {
 
     /// The low and high watermarks of partition `p`, through the probe client.
     fn watermarks(&mut self, p: u32, timeout: Duration) -> Result<(i64, i64), KafkaError> {
+        let topic = self.cfg.topic.clone();
+        self.with_probe(|c| c.fetch_watermarks(&topic, p as i32, Timeout::After(timeout)))
+    }
+
+    /// The topic's partitions, through the probe client; `None` when it did not answer.
+    fn probe_partitions(&mut self, timeout: Duration) -> Option<Vec<u32>> {
+        let topic = self.cfg.topic.clone();
+        let md = self
+            .with_probe(|c| c.fetch_metadata(Some(&topic), Timeout::After(timeout)))
+            .map_err(|e| tracing::debug!("metadata request failed: {e}"))
+            .ok()?;
+        let t = md.topics().iter().find(|t| t.name() == topic)?;
+        (t.error().is_none() && !t.partitions().is_empty())
+            .then(|| t.partitions().iter().map(|p| p.id() as u32).collect())
+    }
+
+    /// Runs `request` on the probe client, made first if there is none. After
+    /// [`PROBE_RETRIES`] failures in a row the probe is dropped, and the next request makes
+    /// a new one: after a broker paused and resumed, a client's requests kept timing out
+    /// while a new client's were answered at once.
+    fn with_probe<T>(
+        &mut self,
+        request: impl FnOnce(&BaseConsumer<ProbeContext>) -> Result<T, KafkaError>,
+    ) -> Result<T, KafkaError> {
         if self.probe.is_none() {
             let mut c = self.cfg.client_config();
             c.set("statistics.interval.ms", "0");
             self.probe = Some(c.create_with_context(ProbeContext)?);
         }
-        let probe = self.probe.as_ref().expect("made above");
-        match probe.fetch_watermarks(&self.cfg.topic, p as i32, Timeout::After(timeout)) {
-            Ok(w) => {
-                self.probe_failures = 0;
-                Ok(w)
-            }
+        let result = request(self.probe.as_ref().expect("made above"));
+        match &result {
+            Ok(_) => self.probe_failures = 0,
             Err(e) => {
                 self.probe_failures += 1;
                 if self.probe_failures >= PROBE_RETRIES {
-                    tracing::debug!("watermark requests keep failing ({e}): a new probe client");
+                    tracing::debug!("probe requests keep failing ({e}): a new probe client");
                     self.probe = None;
                     self.probe_failures = 0;
                 }
-                Err(e)
             }
         }
+        result
     }
 
     /// Compares each committed offset with what the brokers still have (SPEC §6).
@@ -936,7 +959,7 @@ impl Source for KafkaSource {
                 // Partitions added to the topic are read from their first offset, whatever
                 // --start says (SPEC §4): records produced before the job found them
                 // would otherwise be skipped.
-                if let Ok(ps) = self.topic_partitions(REQUEST_TIMEOUT) {
+                if let Some(ps) = self.probe_partitions(REQUEST_TIMEOUT) {
                     self.consumer.context().recovered();
                     if ps.iter().any(|p| !self.parts.contains_key(p)) {
                         tracing::info!(
