@@ -250,6 +250,24 @@ pub fn inspect_with(bin: &str, state: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("state inspect --json printed no JSON")
 }
 
+/// The offset the job committed for a partition to its (advisory) consumer group
+/// `retail-kpi.<topic>`, after a checkpoint; `None` before the first or when the brokers
+/// do not answer.
+pub fn committed_offset(c: &Cluster, topic: &str, partition: i32) -> Option<i64> {
+    let group: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &c.bootstrap)
+        .set("group.id", format!("retail-kpi.{topic}"))
+        .create()
+        .ok()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let got = group.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
+    match got.elements().first()?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
 /// Σ next_offset over the partitions of an inspected store: the records committed.
 pub fn committed_records(v: &serde_json::Value) -> i64 {
     v["partitions"]
