@@ -998,7 +998,7 @@ fn run_job(s: Settings) -> anyhow::Result<()> {
     cfg.checkpoint_interval = s.checkpoint_interval;
     cfg.print_invoices = s.print_invoices;
     cfg.metrics = serve_metrics(&s)?;
-    let mut source: Box<dyn retail_kpi::source::Source> = match (&s.input, &s.brokers) {
+    let mut source: Box<dyn retail_kpi::source::Source + Send> = match (&s.input, &s.brokers) {
         (Some(input), _) => {
             let mut f = FileSource::open(input)?;
             f.set_record_limit(s.max_record_bytes);
@@ -1027,6 +1027,7 @@ fn run_job(s: Settings) -> anyhow::Result<()> {
     let stop = stop_flag()?;
     let started = std::time::Instant::now();
     let sum = job::run(&cfg, source.as_mut(), stop)?;
+    close_within(source, CLOSE_WAIT);
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         records = sum.records,
@@ -1040,6 +1041,26 @@ fn run_job(s: Settings) -> anyhow::Result<()> {
         "run finished"
     );
     Ok(())
+}
+
+/// How long a stopping job waits for its source to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Closes the source (a Kafka client leaves its brokers) on a thread of its own and waits
+/// at most `limit`: after a broker was paused, librdkafka's destroy waited for requests
+/// that only time out after a minute, and held a stopped job for as long. Everything read
+/// is checkpointed by now, so the process may exit without it.
+fn close_within(source: Box<dyn retail_kpi::source::Source + Send>, limit: Duration) {
+    let (done, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(source);
+        let _ = done.send(());
+    });
+    if wait.recv_timeout(limit).is_err() {
+        tracing::warn!(
+            "the source did not close within {limit:?}; exiting without waiting for it (everything read is checkpointed)"
+        );
+    }
 }
 
 /// Starts the metrics server. The default address may be taken (another job on the same

@@ -15,7 +15,7 @@
 //!
 //! `meta` also holds, since this build, `source` ([`crate::source::SourceIdentity`]: what
 //! the job reads) and `settings` ([`crate::engine::ResultSettings`]: the settings that
-//! change results). A store without
+//! change results), both as JSON. A store without
 //! them (older builds) takes them at its next checkpoint; no migration is needed, since an
 //! absent key reads as "not recorded".
 //!
@@ -73,6 +73,8 @@ pub const CHECKPOINT_MARK_FILE: &str = "retail-kpi.checkpoint";
 const KEY_SCHEMA: &[u8] = b"schema_version";
 const KEY_SEQ: &[u8] = b"checkpoint_seq";
 const KEY_CLOSED_BEFORE: &[u8] = b"closed_before";
+/// `source` and `settings` are JSON, not bincode: named fields, so that a setting added
+/// later reads as absent from an older store instead of making its value unreadable.
 const KEY_SOURCE: &[u8] = b"source";
 const KEY_SETTINGS: &[u8] = b"settings";
 const COUNTER_PREFIX: &str = "counter/";
@@ -166,6 +168,10 @@ fn rejected_key(seq: u64, index: u32) -> [u8; 12] {
 
 fn encode_value<T: Serialize>(v: &T) -> Vec<u8> {
     encode_as(VALUE_FORMAT, v)
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("serialising to a Vec cannot fail")
 }
 
 /// A format byte, then `v` in bincode.
@@ -882,10 +888,10 @@ impl Store {
             b.delete_range_cf(closed, encode_i64(*bucket), encode_i64(end));
         }
         if let Some(src) = &d.source {
-            b.put_cf(meta, KEY_SOURCE, encode_value(src));
+            b.put_cf(meta, KEY_SOURCE, json(src));
         }
         if let Some(set) = &d.settings {
-            b.put_cf(meta, KEY_SETTINGS, encode_value(set));
+            b.put_cf(meta, KEY_SETTINGS, json(set));
         }
         let rej = self.cf(CF_REJECTED);
         for (i, r) in d.rejected.iter().enumerate() {
@@ -1055,11 +1061,17 @@ impl Store {
         }
         let source = self
             .meta_bytes(KEY_SOURCE)?
-            .map(|v| decode_value(&v).map_err(|why| self.corrupt(format!("meta/source: {why}"))))
+            .map(|v| {
+                serde_json::from_slice(&v)
+                    .map_err(|why| self.corrupt(format!("meta/source: {why}")))
+            })
             .transpose()?;
         let settings = self
             .meta_bytes(KEY_SETTINGS)?
-            .map(|v| decode_value(&v).map_err(|why| self.corrupt(format!("meta/settings: {why}"))))
+            .map(|v| {
+                serde_json::from_slice(&v)
+                    .map_err(|why| self.corrupt(format!("meta/settings: {why}")))
+            })
             .transpose()?;
         Ok(Restored {
             seq,
