@@ -359,6 +359,13 @@ fn is_undecodable(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// The partitions of `topic` in a metadata answer; `None` when it has none or an error.
+fn partitions_of(md: &rdkafka::metadata::Metadata, topic: &str) -> Option<Vec<u32>> {
+    let t = md.topics().iter().find(|t| t.name() == topic)?;
+    (t.error().is_none() && !t.partitions().is_empty())
+        .then(|| t.partitions().iter().map(|p| p.id() as u32).collect())
+}
+
 /// The id of `topic` (base64, as Kafka's tools print it), from a DescribeTopics request;
 /// `Ok(None)` when the brokers give none. rdkafka 0.39 does not wrap this request, so it is
 /// made through librdkafka's C API on the client's own handle.
@@ -514,9 +521,7 @@ impl KafkaSource {
             .with_probe(|c| c.fetch_metadata(Some(&topic), Timeout::After(timeout)))
             .map_err(|e| tracing::debug!("metadata request failed: {e}"))
             .ok()?;
-        let t = md.topics().iter().find(|t| t.name() == topic)?;
-        (t.error().is_none() && !t.partitions().is_empty())
-            .then(|| t.partitions().iter().map(|p| p.id() as u32).collect())
+        partitions_of(&md, &topic)
     }
 
     /// Runs `request` on the probe client, made first if there is none. After
@@ -697,16 +702,10 @@ impl KafkaSource {
                 source,
                 timeout,
             })?;
-        let t = md.topics().iter().find(|t| t.name() == self.cfg.topic);
-        match t {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                Ok(t.partitions().iter().map(|p| p.id() as u32).collect())
-            }
-            _ => Err(KafkaSourceError::NoTopic {
-                topic: self.cfg.topic.clone(),
-                brokers: self.cfg.brokers.clone(),
-            }),
-        }
+        partitions_of(&md, &self.cfg.topic).ok_or_else(|| KafkaSourceError::NoTopic {
+            topic: self.cfg.topic.clone(),
+            brokers: self.cfg.brokers.clone(),
+        })
     }
 
     fn assign_new(

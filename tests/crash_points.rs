@@ -139,17 +139,7 @@ fn rendering_gets_further_however_often_the_job_is_killed() {
     loop {
         let st = run_with(&out, &state, Some("sink.after_tmp_before_rename@2"));
         // Final files only: a killed run leaves temporary ones, which the next removes.
-        let now = ["time_kpi", "country_kpi"]
-            .iter()
-            .flat_map(|f| std::fs::read_dir(out.join(f)).into_iter().flatten())
-            .filter(|e| {
-                !e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with('.')
-            })
-            .count();
+        let now = harness::finished_kpi_files(&out);
         if st.success() {
             break;
         }

@@ -197,22 +197,6 @@ fn must(scrape: &str, series: &str) -> f64 {
     sample(scrape, series).unwrap_or_else(|| panic!("{series} missing in\n{scrape}"))
 }
 
-/// KPI files in place (not the temporary file of one being written right now).
-fn finished_kpi_files(out: &Path) -> usize {
-    ["time_kpi", "country_kpi"]
-        .iter()
-        .filter_map(|f| std::fs::read_dir(out.join(f)).ok())
-        .flatten()
-        .filter(|e| {
-            !e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with('.')
-        })
-        .count()
-}
-
 fn inspect(state: &Path) -> serde_json::Value {
     let out = bin()
         .args(["state", "inspect", "--json", "--state"])
@@ -326,7 +310,7 @@ fn metrics_and_health_endpoints_report_the_running_job() {
     let out = dir.path().join("out");
     wait_until(Duration::from_secs(30), "files written are counted", || {
         scrape = get(&addr, "/metrics").1;
-        let files = finished_kpi_files(&out) as f64;
+        let files = common::harness::finished_kpi_files(&out) as f64;
         files > 0.0 && sample(&scrape, "retail_kpi_files_written_total") == Some(files)
     });
     let last = must(&scrape, "retail_kpi_last_file_written_timestamp_seconds");

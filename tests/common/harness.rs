@@ -26,6 +26,23 @@ pub fn kpi_files(out: &Path) -> BTreeMap<String, Vec<u8>> {
     files
 }
 
+/// KPI files in place: temporary files (a file being written, or left by a killed run) are
+/// not counted.
+pub fn finished_kpi_files(out: &Path) -> usize {
+    ["time_kpi", "country_kpi"]
+        .iter()
+        .filter_map(|f| std::fs::read_dir(out.join(f)).ok())
+        .flatten()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count()
+}
+
 /// Every rejected record below `out/rejected`: (partition, offset) -> reason. Panics if a
 /// record is there twice.
 pub fn rejected(out: &Path) -> BTreeMap<(u32, i64), String> {
