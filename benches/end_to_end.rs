@@ -5,9 +5,9 @@
 //! `cargo bench --bench end_to_end` (settings: BENCH_COUNT, default 1,000,000 invoices).
 //! It prints one line per measurement; nothing is asserted.
 
-use retail_kpi::file_source::FileSource;
 use retail_kpi::generate::{GenConfig, Generator};
 use retail_kpi::job::{self, JobConfig};
+use retail_kpi::source::file::FileSource;
 use std::io::{BufRead, Write};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

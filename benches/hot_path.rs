@@ -2,9 +2,9 @@
 //! engine's whole record step (parse, time checks, aggregation).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use retail_kpi::engine::{Engine, EngineConfig};
+use retail_kpi::aggregate::{Engine, EngineConfig};
+use retail_kpi::decode::invoice::{parse_invoice, Limits};
 use retail_kpi::generate::{GenConfig, Generator};
-use retail_kpi::invoice::{parse_invoice, Limits};
 use retail_kpi::record::SourceRecord;
 
 fn records(n: u64) -> Vec<Vec<u8>> {

@@ -6,11 +6,11 @@
 //! checkpoint; files are rendered from committed rows only, so writing them again after a
 //! restart gives the same bytes.
 
-use crate::engine::{Engine, EngineConfig, ResultSettings};
-use crate::invoice::Invoice;
-use crate::metrics::Metrics;
-use crate::output::{render_bucket, render_rejected, Family};
-use crate::sink::{FileSink, SinkError, Written};
+use crate::aggregate::{Engine, EngineConfig, ResultSettings};
+use crate::decode::invoice::Invoice;
+use crate::ops::metrics::Metrics;
+use crate::sink::local::{FileSink, SinkError, Written};
+use crate::sink::render::{render_bucket, render_rejected, Family};
 use crate::source::{Gap, Poll, Source, SourceError};
 use crate::state::{StateError, Store};
 use std::io::Write;
@@ -243,7 +243,7 @@ fn wall_ms() -> i64 {
 fn publish(
     m: &Metrics,
     engine: &Engine,
-    start: &crate::engine::Counters,
+    start: &crate::aggregate::Counters,
     watermark: Option<crate::event_time::EventTime>,
 ) {
     m.observe_counters(engine.counters(), start, engine.lateness());

@@ -1,24 +1,24 @@
 //! retail-kpi: exact sales KPIs on one-minute event-time windows, exactly once.
 //!
-//! Data flows one way through the modules: a [`source`] ([`file_source`], [`kafka`]) hands
-//! records to the [`engine`], which parses them ([`invoice`], [`money`], [`event_time`]),
-//! aggregates them ([`window`]) and says what each checkpoint commits; the [`job`] commits
-//! it to the [`state`] store and then renders ([`output`]) through the [`sink`].
+//! Data flows one way through the modules (docs/ARCHITECTURE.md draws it):
+//! a [`source`] (a JSON-lines file, a Kafka topic) hands over records; a [`decode`]r turns
+//! each record's bytes into an invoice or a rejection; the [`aggregate`] stage applies
+//! lateness and the watermark to decoded invoices and keeps exact, mergeable partial
+//! aggregates per window and country, closing windows and buckets; the [`job`] commits
+//! each checkpoint to the [`state`] store and then hands what is due to the [`sink`]s.
+//! [`ops`] holds what runs beside the flow (metrics, settings); [`record`], [`money`] and
+//! [`event_time`] are the values that flow; [`generate`] is the test-data tool, off the
+//! job's path.
 
-pub mod config;
-pub mod engine;
+pub mod aggregate;
+pub mod decode;
 pub mod event_time;
 pub mod failpoint;
-pub mod file_source;
 pub mod generate;
-pub mod invoice;
 pub mod job;
-pub mod kafka;
-pub mod metrics;
 pub mod money;
-pub mod output;
+pub mod ops;
 pub mod record;
 pub mod sink;
 pub mod source;
 pub mod state;
-pub mod window;

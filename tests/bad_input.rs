@@ -11,13 +11,13 @@
 mod common;
 
 use common::harness;
-use retail_kpi::engine::{Engine, EngineConfig};
+use retail_kpi::aggregate::partial::WindowAgg;
+use retail_kpi::aggregate::{Engine, EngineConfig};
+use retail_kpi::decode::invoice::{parse_invoice, Limits, MAX_QUANTITY};
 use retail_kpi::event_time::{parse_timestamp, NANOS_PER_SEC};
-use retail_kpi::invoice::{parse_invoice, Limits, MAX_QUANTITY};
 use retail_kpi::money::{Money, MAX_UNIT_PRICE, SCALE};
-use retail_kpi::output::{render_bucket, render_rejected, Family};
 use retail_kpi::record::{Reason, SourceRecord};
-use retail_kpi::window::WindowAgg;
+use retail_kpi::sink::render::{render_bucket, render_rejected, Family};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

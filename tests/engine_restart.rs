@@ -10,7 +10,7 @@ mod common;
 use common::harness;
 use common::reference::{reference, RefConfig, RefRecord};
 use proptest::prelude::*;
-use retail_kpi::engine::PartitionState;
+use retail_kpi::aggregate::PartitionState;
 use retail_kpi::job::{self, JobConfig};
 use retail_kpi::record::SourceRecord;
 use retail_kpi::source::{Poll, Source, SourceError};

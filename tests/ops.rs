@@ -921,9 +921,9 @@ fn kafka_consumer_lag_readiness_and_a_stop_of_the_live_job() {
 
     // The source's lag, one record at a time: the end offsets come from librdkafka's
     // statistics (once a second), so poll until both partitions have one.
-    let mut k = retail_kpi::kafka::KafkaConfig::new(&broker.bootstrap, "ops");
+    let mut k = retail_kpi::source::kafka::KafkaConfig::new(&broker.bootstrap, "ops");
     k.poll_wait = Duration::from_millis(200);
-    let mut src = retail_kpi::kafka::KafkaSource::connect(k).unwrap();
+    let mut src = retail_kpi::source::kafka::KafkaSource::connect(k).unwrap();
     src.resume(&BTreeMap::new()).unwrap();
     let mut read = 0u64;
     let mut lag = None;

@@ -1,4 +1,4 @@
-//! Fuzz target: the invoice parser (`retail_kpi::invoice::parse_invoice`) on arbitrary bytes.
+//! Fuzz target: the invoice parser (`retail_kpi::decode::invoice::parse_invoice`) on arbitrary bytes.
 //!
 //! Checked for every input, under the default limits and under tight limits derived from the
 //! input's length (so that both `too_large` checks are reached often):
@@ -15,7 +15,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use retail_kpi::invoice::{parse_invoice, Kind, Limits, MAX_QUANTITY};
+use retail_kpi::decode::invoice::{parse_invoice, Kind, Limits, MAX_QUANTITY};
 use retail_kpi::money::MAX_UNIT_PRICE;
 
 #[allow(dead_code, clippy::all)]

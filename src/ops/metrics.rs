@@ -9,7 +9,7 @@
 //! once partitions are assigned and the lag is at most the threshold; 503 with the reason
 //! otherwise). README "Operations" lists every metric.
 
-use crate::engine::{Counters, Lateness, LATENESS_BOUNDS_SECS};
+use crate::aggregate::{Counters, Lateness, LATENESS_BOUNDS_SECS};
 use crate::event_time::{EventTime, NANOS_PER_SEC};
 use crate::record::Reason;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};

@@ -1,6 +1,6 @@
 //! One-minute window aggregates and the KPI arithmetic of SPEC §3. Pure: no I/O.
 
-use crate::invoice::{Invoice, Kind};
+use crate::decode::invoice::{Invoice, Kind};
 use crate::money::{ratio_4dp, Money};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

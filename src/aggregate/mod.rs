@@ -7,12 +7,14 @@
 //! to the store; only after the commit does it render what [`Engine::ready_buckets`] and
 //! [`Engine::pending_rejected`] hold, and report back with `mark_*_rendered`.
 
+pub mod partial;
+
+use crate::aggregate::partial::{Agg, StoredWindow, WindowAgg};
+use crate::decode::invoice::{parse_invoice, Invoice, Limits};
 use crate::event_time::{
     bucket_start, ms_to_nanos, window_start, EventTime, BUCKET_SECS, NANOS_PER_SEC,
 };
-use crate::invoice::{parse_invoice, Invoice, Limits};
 use crate::record::{Reason, RejectedRecord, Rejection, SourceRecord, RAW_KEPT_BYTES};
-use crate::window::{Agg, StoredWindow, WindowAgg};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -1,8 +1,8 @@
 //! The bytes of the output files (SPEC §5) and of the rejected sink (§7). Pure.
 
+use crate::aggregate::partial::{Agg, WindowAgg};
 use crate::event_time::{format_instant, WINDOW_SECS};
 use crate::record::RejectedRecord;
-use crate::window::{Agg, WindowAgg};
 use std::fmt::Write as _;
 
 /// The two KPI families, each a folder of its own.

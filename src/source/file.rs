@@ -5,7 +5,7 @@
 //! read that blocks for good: a job fed by a pipe that stays open must still see SIGTERM,
 //! and a line that arrives in pieces is kept until its newline comes.
 
-use crate::engine::PartitionState;
+use crate::aggregate::PartitionState;
 use crate::record::{SourceRecord, RAW_KEPT_BYTES};
 use crate::source::{Poll, Source, SourceError, SourceIdentity, SourceMismatch};
 use std::collections::BTreeMap;
@@ -94,7 +94,7 @@ impl FileSource {
             pending: None,
             done: false,
         };
-        s.set_record_limit(crate::invoice::Limits::default().max_record_bytes);
+        s.set_record_limit(crate::decode::invoice::Limits::default().max_record_bytes);
         s
     }
 

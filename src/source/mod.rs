@@ -1,7 +1,10 @@
 //! What the job needs of a source, whatever it reads: records with their partition and
 //! offset, where to resume, and which partitions are idle or finished.
 
-use crate::engine::PartitionState;
+pub mod file;
+pub mod kafka;
+
+use crate::aggregate::PartitionState;
 use crate::record::SourceRecord;
 use std::collections::{BTreeMap, BTreeSet};
 

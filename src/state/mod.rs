@@ -14,7 +14,7 @@
 //! | `rejected` | checkpoint `u64` BE ++ index `u32` BE | [`RejectedRecord`]: format 1 [`StoredRejectedV1`], format 2 [`StoredRejectedV2`] |
 //!
 //! `meta` also holds, since this build, `source` ([`crate::source::SourceIdentity`]: what
-//! the job reads) and `settings` ([`crate::engine::ResultSettings`]: the settings that
+//! the job reads) and `settings` ([`crate::aggregate::ResultSettings`]: the settings that
 //! change results), both as JSON. A store without
 //! them (older builds) takes them at its next checkpoint; no migration is needed, since an
 //! absent key reads as "not recorded".
@@ -28,9 +28,9 @@
 //! beside it; a store from a newer build, someone else's store or a damaged one is refused
 //! and left exactly as it was.
 
-use crate::engine::{Counters, Delta, PartitionState, Restored};
+use crate::aggregate::partial::{Agg, StoredWindow};
+use crate::aggregate::{Counters, Delta, PartitionState, Restored};
 use crate::record::{Reason, RejectedRecord};
-use crate::window::{Agg, StoredWindow};
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use serde::{de::DeserializeOwned, Serialize};
@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 
-#[path = "../migrations/mod.rs"]
+#[path = "../../migrations/mod.rs"]
 pub mod migrations;
 use migrations::{Migration, MigrationError, MigrationStore, MIGRATIONS};
 
@@ -1371,8 +1371,8 @@ fn set_private(_: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::partial::Agg;
     use crate::record::Reason;
-    use crate::window::Agg;
 
     #[test]
     fn i64_keys_sort_numerically() {

@@ -26,6 +26,8 @@
 //! pieces; only the rare malformed or reordered records go through the slower `Doc`
 //! model, which can drop, repeat or replace single fields.
 
+pub mod produce;
+
 use std::fmt;
 use std::iter::FusedIterator;
 

@@ -1,0 +1,3 @@
+//! Decoding: a record's bytes to an invoice or a rejection.
+
+pub mod invoice;
