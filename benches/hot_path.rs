@@ -1,10 +1,12 @@
 //! Criterion benchmarks of the per-invoice hot path: parsing and validation alone, and the
-//! engine's whole record step (parse, time checks, aggregation).
+//! job's whole record step (`job::Intake::process`: decode, time checks, aggregation).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use retail_kpi::aggregate::{Engine, EngineConfig};
 use retail_kpi::decode::invoice::{parse_invoice, Limits};
+use retail_kpi::decode::JsonInvoiceDecoder;
 use retail_kpi::generate::{GenConfig, Generator};
+use retail_kpi::job::Intake;
 use retail_kpi::record::SourceRecord;
 
 fn records(n: u64) -> Vec<Vec<u8>> {
@@ -39,18 +41,26 @@ fn hot_path(c: &mut Criterion) {
     });
     g.bench_function("engine_process", |b| {
         b.iter_batched(
-            || Engine::new(EngineConfig::default()),
-            |mut e| {
+            || {
+                (
+                    Engine::new(EngineConfig::default()),
+                    Intake::new(JsonInvoiceDecoder::default(), "bench"),
+                )
+            },
+            |(mut e, mut intake)| {
                 for (i, r) in recs.iter().enumerate() {
-                    e.process(SourceRecord {
-                        partition: 0,
-                        offset: i as i64,
-                        timestamp_ms: None,
-                        value: r,
-                        full_len: None,
-                    });
+                    intake.process(
+                        &mut e,
+                        SourceRecord {
+                            partition: 0,
+                            offset: i as i64,
+                            timestamp_ms: None,
+                            value: r,
+                            full_len: None,
+                        },
+                    );
                 }
-                e
+                (e, intake)
             },
             criterion::BatchSize::LargeInput,
         )

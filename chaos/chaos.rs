@@ -1,9 +1,9 @@
 //! The chaos scenario of issue 4: exactly-once (SPEC §6) through SIGKILLs of the job and
 //! kills, clean restarts and pauses of Kafka brokers, checked against the independent
-//! reference of `tests/common/reference.rs`.
+//! reference of the test support (`tests/support/src/reference.rs`).
 //!
-//! A Cargo test target (`[[test]] name = "chaos"` in Cargo.toml) so that it can reuse the
-//! reference and runs with `cargo test`: without settings it runs the short CI scenario;
+//! A Cargo test target (`[[test]] name = "chaos"` in Cargo.toml) so that it can use the test
+//! support and runs with `cargo test`: without settings it runs the short CI scenario;
 //! `chaos/run` sets the long one. Settings (environment):
 //!
 //! | variable | CI default | meaning |
@@ -17,21 +17,12 @@
 //! | CHAOS_PAUSES | 2 | broker SIGSTOP/SIGCONT |
 //! | CHAOS_PARTITIONS | 6 | partitions of the topic (replication 3, min.insync.replicas 2) |
 //! | CHAOS_CHECKPOINT_INTERVAL | 1s | the job's checkpoint interval |
-//! | CHAOS_PORT_BASE | 27092 | client port of broker 0 (controllers at +100) |
 //! | CHAOS_DIR | $TMPDIR/retail-kpi-chaos-<seed>-<pid> | work folder (cluster, out, state, logs) |
 //!
-//! The work folder is deleted after a clean run and kept, with `diff.txt`, after a failed
-//! one. The summary line is printed on standard output in any case.
+//! The cluster runs on ports chosen free at its start. The work folder is deleted after a
+//! clean run and kept, with `diff.txt`, after a failed one. The summary line is printed on
+//! standard output in any case.
 
-mod cluster;
-#[path = "../tests/common/mod.rs"]
-mod common;
-
-use cluster::{
-    committed_records, high_watermarks, inspect_with, job_command_with, read_back, signal,
-    wait_deadline, wait_topic, Cluster, BIN,
-};
-use common::reference::{reference, RefConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rdkafka::consumer::Consumer;
@@ -43,7 +34,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use test_support::cluster::{
+    committed_records, high_watermarks, inspect, job_command, read_back, wait_topic, Cluster,
+};
+use test_support::harness;
+use test_support::process::{owned_command, signal, wait_deadline};
+use test_support::reference::{reference, RefConfig, RefRecord};
 
+const BIN: &str = env!("CARGO_BIN_EXE_retail-kpi");
 const TOPIC: &str = "invoices";
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -66,7 +64,6 @@ struct Settings {
     partitions: u32,
     checkpoint: String,
     checkpoint_ms: u64,
-    port_base: u16,
     dir: PathBuf,
 }
 
@@ -93,7 +90,6 @@ impl Settings {
             partitions: env_or("CHAOS_PARTITIONS", 6),
             checkpoint,
             checkpoint_ms,
-            port_base: env_or("CHAOS_PORT_BASE", 27092),
             dir,
         }
     }
@@ -182,6 +178,7 @@ impl Supervisor {
             log(start, &msg);
             self.unexpected_exits.push(msg);
             self.retire(inc);
+            // A supervisor's back-off before the restart, not a wait for a condition.
             std::thread::sleep(Duration::from_millis(500));
             self.spawn();
         }
@@ -327,6 +324,7 @@ fn broker_chaos(
 ) -> BrokerStats {
     let mut stats = BrokerStats::default();
     for (at, fault, target, hold) in plan {
+        // The plan's moment for this fault, not a wait for a condition.
         if let Some(d) = at.checked_sub(chaos_start.elapsed()) {
             std::thread::sleep(d);
         }
@@ -345,6 +343,7 @@ fn broker_chaos(
         .unwrap_or_else(|| rng.gen_range(0..c.brokers));
         let n = node.to_string();
         log(start, &format!("broker {fault:?} node {n} ({target:?})"));
+        // `hold`: how long the fault lasts, drawn from the seed; the subject, not a wait.
         let res = match fault {
             Fault::Kill => c.try_script(&["kill", &n]).and_then(|_| {
                 std::thread::sleep(hold);
@@ -401,13 +400,9 @@ fn rejected_lines(out: &Path) -> BTreeMap<(u32, i64), Vec<String>> {
 }
 
 /// Writes the differences to `report`; returns their number.
-fn compare(
-    out: &Path,
-    records: &[common::reference::RefRecord],
-    report: &mut String,
-) -> (usize, usize) {
+fn compare(out: &Path, records: &[RefRecord], report: &mut String) -> (usize, usize) {
     let expected = reference(records, &RefConfig::default());
-    let got = common::harness::kpi_files(out);
+    let got = harness::kpi_files(out);
     let mut diffs = 0;
     for k in got
         .keys()
@@ -420,7 +415,7 @@ fn compare(
     }
     if diffs > 0 {
         report.push_str("KPI files, job (left) vs reference (right):\n");
-        report.push_str(&common::harness::diff(&got, &expected.files));
+        report.push_str(&harness::diff(&got, &expected.files));
     }
     let rejected = rejected_lines(out);
     for (key, reasons) in &rejected {
@@ -480,7 +475,7 @@ fn chaos_scenario() {
     std::fs::copy(BIN, &bin).expect("cannot copy the retail-kpi binary");
     let bin = bin.to_str().unwrap().to_owned();
 
-    let c = Arc::new(Cluster::start(s.dir.join("kafka"), 3, s.port_base));
+    let c = Arc::new(Cluster::start(s.dir.join("kafka"), 3));
     // Kept unless the run ends clean: a panic anywhere leaves everything to investigate.
     c.keep.store(true, Ordering::SeqCst);
     // Replication 3, min.insync.replicas 2 (scripts/kafka's default for 3 brokers).
@@ -551,7 +546,7 @@ fn chaos_scenario() {
     // The producer: out-of-order, late and malformed records at a set rate.
     let producer_log = std::fs::File::create(s.dir.join("logs/producer.log")).unwrap();
     let mut producer = KillOnDrop(
-        cluster::owned_command(BIN)
+        owned_command(BIN)
             .args(["produce", "--brokers", &c.bootstrap, "--topic", TOPIC])
             .args([
                 "--partitions",
@@ -592,7 +587,7 @@ fn chaos_scenario() {
             // A long idle timeout: the idle rule is the only timing-dependent part of the
             // output (SPEC §6), and this run tests exactly-once, not timing.
             Box::new(move || {
-                job_command_with(
+                job_command(
                     &bin,
                     &c,
                     TOPIC,
@@ -624,6 +619,8 @@ fn chaos_scenario() {
     let mut job_kills = 0u32;
     let mut replayed: Vec<f64> = Vec::new();
     for (k, &at) in kill_times.iter().enumerate() {
+        // Until the plan's moment for this kill (not a condition), restarting a job that
+        // exited by itself meanwhile.
         while chaos_start.elapsed().as_secs_f64() < at {
             sup.watch(start);
             std::thread::sleep(Duration::from_millis(20));
@@ -638,11 +635,12 @@ fn chaos_scenario() {
         if sup.kill() {
             job_kills += 1;
         }
-        let committed = committed_records(&inspect_with(&bin, &state));
+        let committed = committed_records(&inspect(&bin, &state));
         // Only kills of a job that was past recovery measure the steady state.
         if let (Some(h), true) = (high, ran_long) {
             replayed.push((h.values().sum::<i64>() - committed).max(0) as f64);
         }
+        // The planned pause before the restart (drawn from the seed), not a wait.
         std::thread::sleep(Duration::from_millis(kill_pauses[k]));
         sup.spawn();
     }
@@ -719,7 +717,7 @@ fn chaos_scenario() {
     }
     // Close the remaining windows: a backfill on the same state.
     let backfill_log = std::fs::File::create(s.dir.join("logs/backfill.log")).unwrap();
-    let mut bf = job_command_with(
+    let mut bf = job_command(
         &bin,
         &c,
         TOPIC,

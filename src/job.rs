@@ -1,16 +1,19 @@
-//! The job loop: source → parse → aggregate → checkpoint → render.
+//! The job loop: source → decode → aggregate → close → checkpoint → sinks.
 //!
-//! Records flow one way. The engine changes state in memory; every checkpoint interval the
-//! job commits the engine's delta in one synced batch, and only then writes the files that
-//! the committed state says are due. A crash anywhere leaves either the old or the new
-//! checkpoint; files are rendered from committed rows only, so writing them again after a
-//! restart gives the same bytes.
+//! Records flow one way. The [`Intake`] decodes each record and hands the invoice to the
+//! engine, which changes state in memory; every checkpoint interval the job commits the
+//! engine's delta in one synced batch, and only then hands what it made due to the
+//! [`Outbox`], which writes it through a [`Committer`]. A crash anywhere leaves either the
+//! old or the new checkpoint; files are rendered from committed rows only, so writing them
+//! again after a restart gives the same bytes.
 
-use crate::aggregate::{Engine, EngineConfig, ResultSettings};
-use crate::decode::invoice::Invoice;
+use crate::aggregate::{Engine, EngineConfig, RecordAt, ResultSettings};
+use crate::decode::invoice::{Invoice, Limits};
+use crate::decode::{Decoder, JsonInvoiceDecoder};
 use crate::ops::metrics::Metrics;
-use crate::sink::local::{FileSink, SinkError, Written};
-use crate::sink::render::{render_bucket, render_rejected, Family};
+use crate::record::{Reason, RejectedRecord, Rejection, SourceRecord, RAW_KEPT_BYTES};
+use crate::sink::local::FileSink;
+use crate::sink::{gap_object, Committer, Outbox, SinkError};
 use crate::source::{Gap, Poll, Source, SourceError};
 use crate::state::{StateError, Store};
 use std::io::Write;
@@ -27,6 +30,8 @@ pub struct JobConfig {
     /// Folder of the RocksDB state store.
     pub state: PathBuf,
     pub engine: EngineConfig,
+    /// The decoder's limits on a record (SPEC §7).
+    pub limits: Limits,
     /// Time between checkpoints (and at the end of input).
     pub checkpoint_interval: Duration,
     /// Close every window when a bounded source ends (always for a file).
@@ -49,6 +54,7 @@ impl JobConfig {
             out,
             state,
             engine: EngineConfig::default(),
+            limits: Limits::default(),
             checkpoint_interval: Duration::from_secs(1),
             close_at_end: true,
             print_invoices: false,
@@ -85,44 +91,159 @@ pub struct RunSummary {
     pub ended: bool,
 }
 
-/// Runs the job until the source ends or `stop` is set. Returns after a final checkpoint.
+/// Decoding and aggregation of one record at a time, with the records refused since the
+/// last checkpoint: the step between a source and the engine.
+pub struct Intake<D: Decoder = JsonInvoiceDecoder> {
+    decoder: D,
+    /// Name of the source, kept with each rejected record.
+    topic: String,
+    rejected: Vec<RejectedRecord>,
+    /// Bytes held by `rejected` (raw and message), so that the job can checkpoint early.
+    rejected_bytes: usize,
+}
+
+impl<D: Decoder> Intake<D> {
+    pub fn new(decoder: D, topic: &str) -> Intake<D> {
+        Intake {
+            decoder,
+            topic: topic.to_owned(),
+            rejected: Vec::new(),
+            rejected_bytes: 0,
+        }
+    }
+
+    /// One record: skipped if the engine counted it before a restart, else decoded and
+    /// aggregated, or filed as rejected. Returns the invoice the engine accepted.
+    #[inline]
+    pub fn process<'a>(
+        &mut self,
+        engine: &mut Engine,
+        rec: SourceRecord<'a>,
+    ) -> Option<Invoice<'a>> {
+        if !engine.admit(rec.partition, rec.offset) {
+            return None;
+        }
+        let at = RecordAt {
+            partition: rec.partition,
+            offset: rec.offset,
+            timestamp_ms: rec.timestamp_ms,
+        };
+        let verdict = self
+            .decoder
+            .decode(rec.value, rec.len())
+            .and_then(|inv| engine.accept(at, &inv).map(|()| inv));
+        match verdict {
+            Ok(inv) => Some(inv),
+            Err(rej) => {
+                engine.count_rejected(rej.reason);
+                self.reject(&rec, rej);
+                None
+            }
+        }
+    }
+
+    fn reject(&mut self, rec: &SourceRecord<'_>, rej: Rejection) {
+        // A too-large record keeps only its start: memory and the rejected sink stay
+        // bounded whatever the input holds.
+        let kept = if rej.reason == Reason::TooLarge {
+            &rec.value[..rec.value.len().min(RAW_KEPT_BYTES)]
+        } else {
+            rec.value
+        };
+        self.rejected_bytes += kept.len() + rej.message.len() + 64;
+        self.rejected.push(RejectedRecord {
+            topic: self.topic.clone(),
+            partition: rec.partition,
+            offset: rec.offset,
+            reason: rej.reason,
+            message: rej.message,
+            raw: kept.to_vec(),
+            raw_len: rec.len(),
+        });
+    }
+
+    /// The records refused since the last call, for the next checkpoint.
+    pub fn take_rejected(&mut self) -> Vec<RejectedRecord> {
+        self.rejected_bytes = 0;
+        std::mem::take(&mut self.rejected)
+    }
+
+    /// About how many bytes the rejected records held for the next checkpoint take: a
+    /// stream of bad records must not grow memory with the checkpoint interval.
+    pub fn buffered_bytes(&self) -> usize {
+        self.rejected_bytes
+    }
+}
+
+/// Runs the job into the output folder of `cfg.out`; see [`run_with`].
 pub fn run(
     cfg: &JobConfig,
     source: &mut dyn Source,
+    stop: Arc<AtomicBool>,
+) -> Result<RunSummary, JobError> {
+    let mut sink = FileSink::new(&cfg.out)?;
+    run_with(cfg, source, &mut sink, stop)
+}
+
+/// The parts of one run the loop passes around.
+struct Run<'a> {
+    engine: Engine,
+    intake: Intake,
+    outbox: Outbox,
+    store: Store,
+    sink: &'a mut dyn Committer,
+    summary: RunSummary,
+    metrics: Option<&'a Metrics>,
+    /// The settings that change results, recorded with every checkpoint.
+    settings: ResultSettings,
+    /// Most objects per rendering step.
+    step: usize,
+    /// A stop request ends rendering between steps; the rest is written after a restart.
+    stop: &'a AtomicBool,
+}
+
+/// Runs the job until the source ends or `stop` is set, writing through `sink`. Returns
+/// after a final checkpoint.
+pub fn run_with(
+    cfg: &JobConfig,
+    source: &mut dyn Source,
+    sink: &mut dyn Committer,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary, JobError> {
     let store = Store::open(&cfg.state)?;
     let mut restored = store.load()?;
     check_settings(cfg, restored.settings.as_ref())?;
     let recorded_source = restored.source.take();
-    let mut engine = Engine::restore(cfg.engine, restored);
-    let sink = FileSink::new(&cfg.out)?;
-    let mut summary = RunSummary::default();
-    let metrics = cfg.metrics.as_deref();
-    // A crash may have left committed files unwritten: write them before anything else.
-    let step = RenderStep {
-        files: cfg.render_step.max(1),
+    let outbox = Outbox::restore(
+        restored.take_closed_buckets(),
+        std::mem::take(&mut restored.pending_rejected),
+        restored.counters.buckets_rendered,
+    );
+    let engine = Engine::restore(cfg.engine, restored);
+    let decoder = JsonInvoiceDecoder { limits: cfg.limits };
+    let mut run = Run {
+        engine,
+        intake: Intake::new(decoder, source.name()),
+        outbox,
+        store,
+        sink,
+        summary: RunSummary::default(),
+        metrics: cfg.metrics.as_deref(),
+        settings: ResultSettings::new(&cfg.engine, &cfg.limits),
+        step: cfg.render_step.max(1),
         stop: &stop,
     };
-    render_due(
-        &mut engine,
-        &store,
-        &sink,
-        &mut summary,
-        metrics,
-        &step,
-        false,
-    )?;
-    engine.set_topic(source.name());
+    // A crash may have left committed files unwritten: write them before anything else.
+    run.write_due(false)?;
     source
         .verify(recorded_source.as_ref())
         .map_err(JobError::Source)?;
     source
-        .resume(engine.partitions())
+        .resume(run.engine.partitions())
         .map_err(JobError::Source)?;
-    record_gaps(&mut engine, &sink, source.take_gaps(), metrics)?;
-    engine.assign(source.partitions());
-    let start_counters = engine.counters().clone();
+    run.record_gaps(source.take_gaps())?;
+    run.engine.assign(source.partitions());
+    let start_counters = run.engine.counters().clone();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut out_err: Option<std::io::Error> = None;
@@ -133,9 +254,10 @@ pub fn run(
     let mut last_publish: Option<Instant> = None;
     loop {
         let print = cfg.print_invoices;
+        let (engine, intake) = (&mut run.engine, &mut run.intake);
         let polled = source
             .poll(cfg.batch, &mut |rec| {
-                if let Some(inv) = engine.process(rec) {
+                if let Some(inv) = intake.process(engine, rec) {
                     if print && out_err.is_none() {
                         if let Err(e) = print_invoice(&mut out, &inv) {
                             out_err = Some(e);
@@ -150,81 +272,64 @@ pub fn run(
         // Recovery measurement (README "Chaos and recovery"): the first records of this run,
         // i.e. the end of recovery after a restart; the harness times it from the spawn.
         if let Poll::Records(n) = polled {
-            if n > 0 && engine.counters().read - start_counters.read == n as u64 {
+            if n > 0 && run.engine.counters().read - start_counters.read == n as u64 {
                 tracing::info!(records = n, "first records processed after start");
             }
         }
-        record_gaps(&mut engine, &sink, source.take_gaps(), metrics)?;
+        run.record_gaps(source.take_gaps())?;
         // Partitions added to the topic join the watermark as soon as the source sees them.
-        engine.assign(source.partitions());
+        run.engine.assign(source.partitions());
         let ended = polled == Poll::End;
         let now_ms = source
             .is_live()
             .then(|| chrono::Utc::now().timestamp_millis());
         let idle = source.idle();
-        engine.advance(now_ms, &idle);
-        if let Some(m) = metrics {
+        run.engine.advance(now_ms, &idle);
+        if let Some(m) = run.metrics {
             if last_publish.is_none_or(|t| t.elapsed() >= publish_every) {
-                let w = engine.watermark(now_ms, &idle);
-                publish(m, &engine, &start_counters, w);
+                let w = run.engine.watermark(now_ms, &idle);
+                publish(m, &run.engine, &start_counters, w);
                 m.observe_source(&source.partitions(), source.lag().as_ref());
                 last_publish = Some(Instant::now());
             }
         }
         if ended {
-            summary.ended = true;
+            run.summary.ended = true;
             break;
         }
         if stop.load(Ordering::Relaxed) {
             tracing::info!(
                 "stop requested (SIGTERM, SIGINT or SIGHUP): checkpointing, then exiting"
             );
-            if let Some(m) = metrics {
+            if let Some(m) = run.metrics {
                 m.stopping();
             }
             break;
         }
         // Early when bad records pile up: they are held until a checkpoint commits them.
         if last_checkpoint.elapsed() >= cfg.checkpoint_interval
-            || engine.buffered_bytes() >= MAX_BUFFERED_BYTES
+            || run.intake.buffered_bytes() >= MAX_BUFFERED_BYTES
         {
             out.flush().map_err(JobError::Stdout)?;
-            checkpoint(
-                &mut engine,
-                &store,
-                &sink,
-                source,
-                &mut summary,
-                metrics,
-                &step,
-                false,
-            )?;
+            run.checkpoint(source, false)?;
             last_checkpoint = Instant::now();
         }
     }
-    if summary.ended && cfg.close_at_end {
-        engine.close_all();
+    if run.summary.ended && cfg.close_at_end {
+        run.engine.close_all();
     }
     out.flush().map_err(JobError::Stdout)?;
-    // The last rendering step records itself: one checkpoint ends the run.
-    checkpoint(
-        &mut engine,
-        &store,
-        &sink,
-        source,
-        &mut summary,
-        metrics,
-        &step,
-        true,
-    )?;
-    if let Some(m) = metrics {
+    // One checkpoint ends the run; the outbox records what it then writes itself.
+    run.checkpoint(source, true)?;
+    if let Some(m) = run.metrics {
         let now_ms = source
             .is_live()
             .then(|| chrono::Utc::now().timestamp_millis());
-        let w = engine.watermark(now_ms, &source.idle());
-        publish(m, &engine, &start_counters, w);
+        let w = run.engine.watermark(now_ms, &source.idle());
+        publish(m, &run.engine, &start_counters, w);
     }
-    let c = engine.counters();
+    let c = run.engine.counters();
+    let mut summary = run.summary.clone();
     summary.records = c.read - start_counters.read;
     summary.accepted = c.accepted - start_counters.accepted;
     summary.rejected = c.rejected_total() - start_counters.rejected_total();
@@ -232,7 +337,7 @@ pub fn run(
 }
 
 /// Rejected records held in memory before a checkpoint is taken early (they are held three
-/// times over while it commits: the engine's, the delta's, RocksDB's batch).
+/// times over while it commits: the intake's, the delta's, RocksDB's batch).
 const MAX_BUFFERED_BYTES: usize = 32 << 20;
 
 fn wall_ms() -> i64 {
@@ -256,7 +361,7 @@ fn check_settings(cfg: &JobConfig, recorded: Option<&ResultSettings>) -> Result<
     let Some(have) = recorded else {
         return Ok(());
     };
-    let want = ResultSettings::from(&cfg.engine);
+    let want = ResultSettings::new(&cfg.engine, &cfg.limits);
     if *have == want {
         return Ok(());
     }
@@ -273,137 +378,74 @@ fn check_settings(cfg: &JobConfig, recorded: Option<&ResultSettings>) -> Result<
     })
 }
 
-/// Writes each gap the source found to `<out>/gaps/`, then moves its partition on.
-fn record_gaps(
-    engine: &mut Engine,
-    sink: &FileSink,
-    gaps: Vec<Gap>,
-    metrics: Option<&Metrics>,
-) -> Result<(), JobError> {
-    for gap in gaps {
-        let last = gap
-            .last_missing
-            .map_or_else(|| "unknown".to_owned(), |l| l.to_string());
-        let rel = format!(
-            "gaps/{}-{}-{}-{last}.json",
-            gap.topic, gap.partition, gap.first_missing
-        );
-        let mut bytes = serde_json::to_vec(&gap).expect("a gap serialises");
-        bytes.push(b'\n');
-        // Written before the partition moves on: a crash in between finds the same gap
-        // again after the restart, and its file is there already.
-        sink.write_if_absent(&rel, &bytes)?;
-        engine.restart_partition_at(gap.partition, gap.resume_at);
-        if let Some(m) = metrics {
-            m.observe_gap();
-        }
-    }
-    Ok(())
-}
-
-/// How rendering is cut into steps.
-struct RenderStep<'a> {
-    /// Most files per step.
-    files: usize,
-    /// A stop request ends rendering between steps; the rest is written after a restart.
-    stop: &'a AtomicBool,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn checkpoint(
-    engine: &mut Engine,
-    store: &Store,
-    sink: &FileSink,
-    source: &mut dyn Source,
-    summary: &mut RunSummary,
-    metrics: Option<&Metrics>,
-    step: &RenderStep<'_>,
-    last: bool,
-) -> Result<(), JobError> {
-    let Some(mut delta) = engine.take_delta() else {
-        return Ok(());
-    };
-    delta.source = source.identity();
-    crate::failpoint!("checkpoint.before_commit");
-    let started = Instant::now();
-    let bytes = store.commit(&delta)?;
-    if let Some(m) = metrics {
-        m.observe_checkpoint(started.elapsed(), bytes);
-    }
-    summary.checkpoints += 1;
-    crate::failpoint!("checkpoint.after_commit_before_render");
-    source.committed(engine.partitions());
-    render_due(engine, store, sink, summary, metrics, step, last)
-}
-
-/// Writes the files the committed state says are due, in steps of at most `step.files`
-/// files. After each step the engine learns what was written; when more steps follow (or
-/// `record_last` asks, at the end of a run) a checkpoint records it at once, so that a job
-/// killed however often gets further each time; otherwise the next checkpoint carries it,
-/// as a crash in between only finds the same files there again. Stops between steps when
-/// a stop is requested.
-fn render_due(
-    engine: &mut Engine,
-    store: &Store,
-    sink: &FileSink,
-    summary: &mut RunSummary,
-    metrics: Option<&Metrics>,
-    step: &RenderStep<'_>,
-    record_last: bool,
-) -> Result<(), JobError> {
-    loop {
-        if step.stop.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let mut files = Vec::new();
-        let mut buckets = Vec::new();
-        for (bucket, windows) in engine.next_ready_buckets(step.files.div_ceil(2)) {
-            let name = crate::event_time::bucket_name(bucket);
-            for family in Family::BOTH {
-                let bytes = render_bucket(family, &windows);
-                if !bytes.is_empty() {
-                    files.push((format!("{}/{name}.json", family.folder()), bytes));
-                }
+impl Run<'_> {
+    /// Writes each gap the source found to `gaps/`, then moves its partition on.
+    fn record_gaps(&mut self, gaps: Vec<Gap>) -> Result<(), JobError> {
+        for gap in gaps {
+            let (name, bytes) = gap_object(&gap);
+            // Written before the partition moves on: a crash in between finds the same gap
+            // again after the restart, and its file is there already.
+            self.sink.write_if_absent(&name, &bytes)?;
+            self.engine
+                .restart_partition_at(gap.partition, gap.resume_at);
+            if let Some(m) = self.metrics {
+                m.observe_gap();
             }
-            buckets.push(bucket);
         }
-        let kpi_files = files.len();
-        let mut rejected = Vec::new();
-        for (seq, records) in engine.pending_rejected() {
-            if files.len() >= step.files {
-                break;
+        Ok(())
+    }
+
+    /// Commits the engine's changes, the records refused since the last checkpoint and
+    /// what the outbox delivered since its last record, in one batch; then writes what
+    /// became due. `last`: the end of the run, after which nothing else is committed.
+    fn checkpoint(&mut self, source: &mut dyn Source, last: bool) -> Result<(), JobError> {
+        let Some(mut delta) = self.engine.take_delta() else {
+            if self.outbox.has_unrecorded() {
+                self.store.record_delivered(&self.outbox.take_delivered())?;
             }
-            files.push((
-                format!("rejected/ckpt-{seq:012}.jsonl"),
-                render_rejected(records),
-            ));
-            rejected.push(*seq);
-        }
-        if buckets.is_empty() && rejected.is_empty() {
             return Ok(());
+        };
+        delta.source = source.identity();
+        delta.settings = Some(self.settings);
+        delta.rejected = self.intake.take_rejected();
+        let delivered = self.outbox.take_delivered();
+        crate::failpoint!("checkpoint.before_commit");
+        let started = Instant::now();
+        let bytes = self.store.commit(&delta, &delivered)?;
+        if let Some(m) = self.metrics {
+            m.observe_checkpoint(started.elapsed(), bytes);
         }
-        let written = sink.write_batch(&files)?;
-        let new = written[..kpi_files]
-            .iter()
-            .filter(|w| **w == Written::New)
-            .count() as u64;
-        summary.files_written += new;
-        if let Some(m) = metrics {
-            m.observe_files(new, wall_ms());
-        }
-        for b in buckets {
-            engine.mark_bucket_rendered(b);
-        }
-        for s in rejected {
-            engine.mark_rejected_rendered(s);
-        }
-        crate::failpoint!("render.after_rename_before_record");
-        if !(record_last || engine.has_due()) {
-            return Ok(());
-        }
-        if let Some(delta) = engine.take_delta() {
-            store.commit(&delta)?;
-            summary.checkpoints += 1;
+        self.summary.checkpoints += 1;
+        crate::failpoint!("checkpoint.after_commit_before_render");
+        source.committed(self.engine.partitions());
+        self.outbox.add(delta.ready, delta.seq, delta.rejected);
+        self.write_due(last)
+    }
+
+    /// Writes the committed outputs that are due, in steps of at most `self.step` objects.
+    /// After each step the outbox's record of it goes to the store at once when more steps
+    /// follow (or `record_last` asks, at the end of a run), so that a job killed however
+    /// often gets further each time; otherwise the next checkpoint carries it, as a crash
+    /// in between only finds the same files there again. Stops between steps when a stop
+    /// is requested.
+    fn write_due(&mut self, record_last: bool) -> Result<(), JobError> {
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let step = self.outbox.write_step(self.sink, self.step)?;
+            if step.objects == 0 {
+                return Ok(());
+            }
+            self.summary.files_written += step.new_kpi_files;
+            if let Some(m) = self.metrics {
+                m.observe_files(step.new_kpi_files, wall_ms());
+            }
+            crate::failpoint!("render.after_rename_before_record");
+            if !(record_last || self.outbox.has_due()) {
+                return Ok(());
+            }
+            self.store.record_delivered(&self.outbox.take_delivered())?;
         }
     }
 }

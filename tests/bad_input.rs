@@ -8,19 +8,19 @@
 //!
 //! Every expected value is written by hand from the SPEC.
 
-mod common;
-
-use common::harness;
 use retail_kpi::aggregate::partial::WindowAgg;
 use retail_kpi::aggregate::{Engine, EngineConfig};
 use retail_kpi::decode::invoice::{parse_invoice, Limits, MAX_QUANTITY};
+use retail_kpi::decode::JsonInvoiceDecoder;
 use retail_kpi::event_time::{parse_timestamp, NANOS_PER_SEC};
+use retail_kpi::job::Intake;
 use retail_kpi::money::{Money, MAX_UNIT_PRICE, SCALE};
 use retail_kpi::record::{Reason, SourceRecord};
 use retail_kpi::sink::render::{render_bucket, render_rejected, Family};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use test_support::harness;
+use test_support::process::owned_command;
 
 const MIB: usize = 1 << 20;
 
@@ -183,7 +183,7 @@ fn run(bytes: &[u8], args: &[&str]) -> Run {
     let input = dir.path().join("invoices.jsonl");
     std::fs::write(&input, bytes).unwrap();
     let (out, state) = (dir.path().join("out"), dir.path().join("state"));
-    let res = Command::new(env!("CARGO_BIN_EXE_retail-kpi"))
+    let res = owned_command(env!("CARGO_BIN_EXE_retail-kpi"))
         .arg("run")
         .arg("--input")
         .arg(&input)
@@ -217,7 +217,7 @@ fn run(bytes: &[u8], args: &[&str]) -> Run {
 
 /// Rejected counters per reason from `state inspect --json`.
 fn counters(state: &Path) -> BTreeMap<String, u64> {
-    let res = Command::new(env!("CARGO_BIN_EXE_retail-kpi"))
+    let res = owned_command(env!("CARGO_BIN_EXE_retail-kpi"))
         .args(["state", "inspect", "--json", "--state"])
         .arg(state)
         .output()
@@ -904,7 +904,7 @@ fn limits_are_configurable_by_flag() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, &bytes).unwrap();
-    let res = Command::new(env!("CARGO_BIN_EXE_retail-kpi"))
+    let res = owned_command(env!("CARGO_BIN_EXE_retail-kpi"))
         .arg("run")
         .arg("--input")
         .arg(&input)
@@ -959,21 +959,25 @@ fn ms(ts: &str) -> i64 {
 #[test]
 fn future_timestamp_through_the_engine() {
     let mut e = Engine::new(EngineConfig::default());
-    e.set_topic("invoices");
+    let mut intake = Intake::new(JsonInvoiceDecoder::default(), "invoices");
     e.assign([0, 3]);
     let v_future = line_at("2020-09-18 11:00:00.001");
     let v_edge = line_at("2020-09-18 11:00:00");
     let v_bad = line_at("2020-09-18 11:00:00.001").replace("ORDER", "order");
     let broker = ms("2020-09-18 10:00:00");
-    let feed = |e: &mut Engine, p: u32, off: i64, ts: Option<i64>, v: &str| {
-        e.process(SourceRecord {
-            partition: p,
-            offset: off,
-            timestamp_ms: ts,
-            value: v.as_bytes(),
-            full_len: None,
-        })
-        .is_some()
+    let mut feed = |e: &mut Engine, p: u32, off: i64, ts: Option<i64>, v: &str| {
+        intake
+            .process(
+                e,
+                SourceRecord {
+                    partition: p,
+                    offset: off,
+                    timestamp_ms: ts,
+                    value: v.as_bytes(),
+                    full_len: None,
+                },
+            )
+            .is_some()
     };
     // 1 ms more than max_future_skew (1 h) ahead of the broker timestamp: refused.
     assert!(!feed(&mut e, 3, 41, Some(broker), &v_future));
@@ -991,9 +995,9 @@ fn future_timestamp_through_the_engine() {
     assert_eq!(c.rejected[Reason::InvalidInvoice.index()], 1);
     assert_eq!((c.read, c.accepted), (6, 4));
 
-    let d = e.take_delta().unwrap();
-    assert_eq!(d.rejected.len(), 2);
-    let r = &d.rejected[0];
+    let rejected = intake.take_rejected();
+    assert_eq!(rejected.len(), 2);
+    let r = &rejected[0];
     assert_eq!(
         (r.topic.as_str(), r.partition, r.offset, r.reason),
         ("invoices", 3, 41, Reason::FutureTimestamp)
@@ -1005,8 +1009,8 @@ fn future_timestamp_through_the_engine() {
         r.message
     );
     assert_eq!(r.raw, v_future.as_bytes());
-    assert_eq!(d.rejected[1].reason, Reason::InvalidInvoice);
-    let line = String::from_utf8(render_rejected(&d.rejected[..1])).unwrap();
+    assert_eq!(rejected[1].reason, Reason::InvalidInvoice);
+    let line = String::from_utf8(render_rejected(&rejected[..1])).unwrap();
     let want = format!(
         "{{\"topic\":\"invoices\",\"partition\":3,\"offset\":41,\"reason\":\"future_timestamp\",\"message\":{},\"raw\":{},\"raw_bytes\":{}}}\n",
         serde_json::to_string(&r.message).unwrap(),
@@ -1021,17 +1025,22 @@ fn window_closed_through_the_engine() {
     // One partition; when it is idle (as a live Kafka run may find it), W moves on with
     // the wall clock: W = M_p − G + (time since it became idle).
     let mut e = Engine::new(EngineConfig::default());
+    let mut intake = Intake::new(JsonInvoiceDecoder::default(), "invoices");
     e.assign([0]);
-    let feed = |e: &mut Engine, off: i64, ts: &str| {
+    let mut feed = |e: &mut Engine, off: i64, ts: &str| {
         let v = line_at(ts);
-        e.process(SourceRecord {
-            partition: 0,
-            offset: off,
-            timestamp_ms: None,
-            value: v.as_bytes(),
-            full_len: None,
-        })
-        .is_some()
+        intake
+            .process(
+                e,
+                SourceRecord {
+                    partition: 0,
+                    offset: off,
+                    timestamp_ms: None,
+                    value: v.as_bytes(),
+                    full_len: None,
+                },
+            )
+            .is_some()
     };
     let none = std::collections::BTreeSet::new();
     let idle = std::collections::BTreeSet::from([0]);
@@ -1052,9 +1061,9 @@ fn window_closed_through_the_engine() {
     let c = e.counters();
     assert_eq!(c.rejected[Reason::WindowClosed.index()], 1);
     assert_eq!((c.read, c.accepted, c.rejected_total()), (4, 3, 1));
-    let d = e.take_delta().unwrap();
-    assert_eq!(d.rejected.len(), 1);
-    let r = &d.rejected[0];
+    let rejected = intake.take_rejected();
+    assert_eq!(rejected.len(), 1);
+    let r = &rejected[0];
     assert_eq!(
         (r.partition, r.offset, r.reason),
         (0, 3, Reason::WindowClosed)
@@ -1205,7 +1214,7 @@ fn record_size_bounds_the_items_whatever_max_items_says() {
 
 // ---------------------------------------------------------------------------------------
 // REGRESSION TESTS FOR BUGS FOUND BY FUZZING (fuzz/fuzz_targets/parse_invoice.rs, which
-// compares the parser with the independent reference of tests/common/reference.rs).
+// compares the parser with the independent reference of tests/support/src/reference.rs).
 // F1-F3 were fixed in src/invoice.rs (`classify`, the key visitor, the used-strings
 // check); these tests keep them fixed.
 // ---------------------------------------------------------------------------------------

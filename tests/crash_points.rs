@@ -4,12 +4,10 @@
 //! builds compile the points out.
 #![cfg(feature = "failpoints")]
 
-mod common;
-
-use common::harness;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::Command;
+use test_support::harness;
+use test_support::process::owned_command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_retail-kpi");
 
@@ -19,7 +17,7 @@ fn run(
     state: &Path,
     failpoint: Option<&str>,
 ) -> std::process::ExitStatus {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = owned_command(BIN);
     cmd.args(["run", "--checkpoint-interval", "0s", "--input"])
         .arg(input)
         .arg("--out")
@@ -36,7 +34,7 @@ fn run(
 #[test]
 fn every_crash_point_recovers_to_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let gen = Command::new(BIN)
+    let gen = owned_command(BIN)
         .args([
             "generate",
             "--count",
@@ -105,7 +103,7 @@ fn rendering_gets_further_however_often_the_job_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     // 2,000 buckets of 10 minutes (one invoice a minute), none closed before the end (a
     // grace longer than the input): the end of the input makes 4,000 files due at once.
-    let gen = Command::new(BIN)
+    let gen = owned_command(BIN)
         .args(["generate", "--count", "20000", "--seed", "8", "--rate", "1"])
         .output()
         .unwrap();
@@ -113,7 +111,7 @@ fn rendering_gets_further_however_often_the_job_is_killed() {
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, &gen.stdout).unwrap();
     let run_with = |out: &Path, state: &Path, failpoint: Option<&str>| {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = owned_command(BIN);
         cmd.args(["run", "--metrics-addr", "off", "--grace", "1000days"])
             .args(["--checkpoint-interval", "1h", "--input"])
             .arg(&input)

@@ -7,19 +7,18 @@
 //! (the test checks it had not exited); each restart is fed the same input from line 0 and
 //! must skip what its checkpoint already holds.
 
-mod common;
-
-use common::harness;
-use common::reference::{records_from_jsonl, reference, RefConfig};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
+use test_support::harness;
+use test_support::process::{owned_command, wait_until};
+use test_support::reference::{records_from_jsonl, reference, RefConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_retail-kpi");
 
 fn generate(count: u64, seed: u64, extra: &[&str]) -> Vec<u8> {
-    let out = Command::new(BIN)
+    let out = owned_command(BIN)
         .args([
             "generate",
             "--count",
@@ -39,7 +38,7 @@ fn generate(count: u64, seed: u64, extra: &[&str]) -> Vec<u8> {
 }
 
 fn run_file(input: &Path, out: &Path, state: &Path) {
-    let st = Command::new(BIN)
+    let st = owned_command(BIN)
         .args(["run", "--input"])
         .arg(input)
         .arg("--out")
@@ -58,7 +57,7 @@ fn run_file(input: &Path, out: &Path, state: &Path) {
 /// Starts a run on standard input, feeds `chunks` chunks of the input, then kills it.
 /// Returns whether the process was still running when killed.
 fn run_stdin_and_kill(input: &[u8], out: &Path, state: &Path, chunks: usize) -> bool {
-    let mut child = Command::new(BIN)
+    let mut child = owned_command(BIN)
         .args([
             "run",
             "--input",
@@ -76,14 +75,21 @@ fn run_stdin_and_kill(input: &[u8], out: &Path, state: &Path, chunks: usize) -> 
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
+    let files_before = harness::finished_kpi_files(out);
     let chunk = input.len() / 40 + 1;
     for part in input.chunks(chunk).take(chunks) {
         if stdin.write_all(part).is_err() {
             break;
         }
-        // Let the job read and checkpoint part of it before the kill.
+        // Pacing, not a wait: the input arrives as a stream, so that the job checkpoints
+        // between chunks and the kill lands at varying points.
         std::thread::sleep(Duration::from_millis(30));
     }
+    // Certain, not hoped for: this run has got a file further before it is killed (each
+    // run's chunks close buckets past what the previous run wrote).
+    wait_until(Duration::from_secs(60), "the fed run writes a file", || {
+        child.try_wait().unwrap().is_some() || harness::finished_kpi_files(out) > files_before
+    });
     // The pipe stays open: the job is blocked on input, certainly not finished.
     let alive = child.try_wait().unwrap().is_none();
     child.kill().unwrap(); // SIGKILL
@@ -169,7 +175,7 @@ fn sigkill_mid_run_changes_no_byte() {
 #[test]
 fn a_second_job_on_the_same_state_fails_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = owned_command(BIN)
         .args(["run", "--input", "-", "--out"])
         .arg(dir.path().join("out"))
         .arg("--state")
@@ -180,18 +186,21 @@ fn a_second_job_on_the_same_state_fails_at_once() {
         .unwrap();
     // Wait until the first job holds the store: RocksDB's LOCK file appears when it opens.
     let lock = dir.path().join("state").join("LOCK");
-    for _ in 0..500 {
-        if lock.exists() {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the first job exited early"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(lock.exists(), "the first job never opened its store");
-    let out = Command::new(BIN)
+    wait_until(
+        Duration::from_secs(20),
+        "the first job opens its store",
+        || {
+            if lock.exists() {
+                return true;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the first job exited early"
+            );
+            false
+        },
+    );
+    let out = owned_command(BIN)
         .args(["run", "--input", "/dev/null", "--out"])
         .arg(dir.path().join("out"))
         .arg("--state")
@@ -220,7 +229,7 @@ fn print_invoices_gives_the_per_invoice_summary() {
     let line = r#"{"invoice_no": "0042", "country": " EIRE ", "timestamp": "2020-09-18 10:55:23", "type": "RETURN", "items": [{"SKU": "1", "title": "t", "unit_price": 4.95, "quantity": 6}, {"SKU": "2", "title": "u", "unit_price": 0.42, "quantity": 2}]}"#;
     let file = dir.path().join("one.jsonl");
     std::fs::write(&file, format!("{line}\n")).unwrap();
-    let out = Command::new(BIN)
+    let out = owned_command(BIN)
         .args(["run", "--print-invoices", "--input"])
         .arg(&file)
         .arg("--out")

@@ -5,10 +5,6 @@
 //! which unwinds out of the job without any further commit, exactly like a crash between
 //! two checkpoints (the checkpoint interval is zero, so every batch commits).
 
-mod common;
-
-use common::harness;
-use common::reference::{reference, RefConfig, RefRecord};
 use proptest::prelude::*;
 use retail_kpi::aggregate::PartitionState;
 use retail_kpi::job::{self, JobConfig};
@@ -20,6 +16,8 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
+use test_support::harness;
+use test_support::reference::{reference, RefConfig, RefRecord};
 
 /// Records in a fixed interleaving; resumes from the committed offsets and "crashes"
 /// (panics) after handing over `crash_after` records.

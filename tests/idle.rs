@@ -14,18 +14,16 @@
 //! Every wait polls for a condition with a deadline. The three cases share one broker and
 //! run one after the other: (c) pauses the broker.
 
-#[path = "../chaos/cluster.rs"]
-mod cluster;
-#[allow(dead_code)]
-mod common;
-
-use cluster::{inspect, job_command, signal, wait_deadline, Cluster};
-use common::reference::{reference, RefConfig, RefRecord};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use test_support::cluster::{inspect, job_command, wait_topic, Cluster};
+use test_support::process::{poll_until, signal, wait_deadline, wait_log};
+use test_support::reference::{reference, RefConfig, RefRecord};
+
+const BIN: &str = env!("CARGO_BIN_EXE_retail-kpi");
 
 const GRACE: Duration = Duration::from_secs(5);
 const IDLE: Duration = Duration::from_secs(3);
@@ -70,7 +68,7 @@ struct Sender {
 impl Sender {
     fn new(c: &Cluster, topic: &str) -> Sender {
         c.script(&["create-topic", topic, "--partitions", "2"]);
-        cluster::wait_topic(c, topic, 2);
+        wait_topic(c, topic, 2);
         let producer = ClientConfig::new()
             .set("bootstrap.servers", &c.bootstrap)
             .set("enable.idempotence", "true")
@@ -119,15 +117,18 @@ struct Job {
     child: Child,
     out: PathBuf,
     state: PathBuf,
+    /// The job's standard error.
+    log: PathBuf,
 }
 
 fn start_job(c: &Cluster, topic: &str, dir: &Path) -> Job {
-    let (out, state) = (
+    let (out, state, log) = (
         dir.join(format!("{topic}-out")),
         dir.join(format!("{topic}-state")),
+        dir.join(format!("{topic}-job.log")),
     );
-    let log = std::fs::File::create(dir.join(format!("{topic}-job.log"))).unwrap();
     let child = job_command(
+        BIN,
         c,
         topic,
         &out,
@@ -140,11 +141,18 @@ fn start_job(c: &Cluster, topic: &str, dir: &Path) -> Job {
             &format!("{}s", IDLE.as_secs()),
         ],
     )
+    // The "assigned" lines that `wait_assigned` looks for.
+    .env("RUST_LOG", "info")
     .stdout(Stdio::null())
-    .stderr(log)
+    .stderr(std::fs::File::create(&log).unwrap())
     .spawn()
     .unwrap();
-    Job { child, out, state }
+    Job {
+        child,
+        out,
+        state,
+        log,
+    }
 }
 
 impl Job {
@@ -158,9 +166,20 @@ impl Job {
             "job after SIGTERM",
         );
         assert!(st.success(), "the job did not exit 0 on SIGTERM: {st}");
-        let v = inspect(&self.state);
+        let v = inspect(BIN, &self.state);
         assert_eq!(v["counters"]["rejected"]["window_closed"], 0, "{v}");
         v
+    }
+
+    /// Waits until the job has assigned both partitions of its topic.
+    fn wait_assigned(&mut self) {
+        wait_log(
+            &mut self.child,
+            &self.log,
+            "assigned",
+            2,
+            Duration::from_secs(60),
+        );
     }
 }
 
@@ -174,17 +193,10 @@ impl Drop for Job {
     }
 }
 
-/// Polls until `path` exists; returns when it appeared (None at the deadline).
+/// Polls until `path` exists; returns when it appeared (None at the deadline). Every 20 ms:
+/// the cases assert on the moment a file appears.
 fn wait_file(path: &Path, deadline: Instant) -> Option<Instant> {
-    loop {
-        if path.exists() {
-            return Some(Instant::now());
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll_until(deadline, Duration::from_millis(20), || path.exists())
 }
 
 /// The job's file equals the reference's (computed from what was sent, with this grace).
@@ -250,6 +262,7 @@ fn stream_until(s: &mut Sender, clock: &Clock, stop_ms: i64) {
         for p in 0..2 {
             s.send(p, clock.event_now());
         }
+        // Pacing, not a wait: the stream follows the wall clock.
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -259,7 +272,6 @@ fn idle_rules_with_a_real_broker() {
     let c = Cluster::start(
         std::env::temp_dir().join(format!("retail-kpi-test-idle-{}", std::process::id())),
         1,
-        28092,
     );
     // Kept after a failure (job logs, out/, state/); removed after a pass.
     let dir = tempfile::Builder::new()
@@ -336,9 +348,9 @@ fn one_partition_quiet(c: &Cluster, dir: &Path) {
 /// bucket's end, and not before G + idle_timeout after it.
 fn whole_stream_quiet(c: &Cluster, dir: &Path) {
     let mut s = Sender::new(c, "quiet-all");
-    let job = start_job(c, "quiet-all", dir);
-    // Let the job assign the (empty) partitions before the stream starts.
-    std::thread::sleep(Duration::from_millis(500));
+    let mut job = start_job(c, "quiet-all", dir);
+    // The job has the (empty) partitions before the stream starts.
+    job.wait_assigned();
     let clock = Clock::new(Duration::from_secs(10));
     stream_until(&mut s, &clock, clock.end_ms - 6_000);
     let end = clock.instant_of(clock.end_ms);
@@ -365,8 +377,8 @@ fn whole_stream_quiet(c: &Cluster, dir: &Path) {
 /// stream counts as quiet and its last bucket closes.
 fn outage_is_not_quiet(c: &Cluster, dir: &Path) {
     let mut s = Sender::new(c, "outage");
-    let job = start_job(c, "outage", dir);
-    std::thread::sleep(Duration::from_millis(500));
+    let mut job = start_job(c, "outage", dir);
+    job.wait_assigned();
     let clock = Clock::new(Duration::from_secs(10));
     stream_until(&mut s, &clock, clock.end_ms - 6_000);
     c.script(&["pause", "0"]);
@@ -392,6 +404,8 @@ fn outage_is_not_quiet(c: &Cluster, dir: &Path) {
             "a file appeared {:?} into the broker outage: an outage counted as quiet",
             paused.elapsed()
         );
+        // Not a wait for a condition: the case lets wall time pass and checks that
+        // nothing closes meanwhile.
         std::thread::sleep(Duration::from_millis(50));
     }
     let outage = paused.elapsed();
@@ -405,7 +419,6 @@ fn outage_is_not_quiet(c: &Cluster, dir: &Path) {
     // for the next record. Metadata and watermark requests now go through a client of
     // their own, made anew when its requests keep failing.
     let appeared = wait_file(&file, resumed + GRACE + IDLE + Duration::from_secs(30));
-    let mut job = job;
     if let Some(st) = job.child.try_wait().unwrap() {
         panic!(
             "the job exited during or after the outage: {st} (log in {})",

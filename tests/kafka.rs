@@ -1,27 +1,26 @@
 //! Against real Apache Kafka brokers, started and stopped by these tests through
-//! `scripts/kafka` (each test its own cluster folder and ports). The topic is read back
-//! with a plain consumer and checked against the independent reference.
+//! `scripts/kafka` (each test its own cluster folder, on ports free at its start). The topic
+//! is read back with a plain consumer and checked against the independent reference.
 //!
 //! Needs Java (and Maven for the first install); without them the tests fail and say so.
 
-#[path = "../chaos/cluster.rs"]
-mod cluster;
-mod common;
-
-use cluster::{read_back, wait_deadline, wait_topic, Cluster, BIN};
-use common::harness;
-use common::reference::{reference, RefConfig};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use test_support::cluster::{committed_offset, high_watermarks, read_back, wait_topic, Cluster};
+use test_support::harness;
+use test_support::process::{owned_command, wait_deadline, wait_until_every};
+use test_support::reference::{reference, RefConfig};
 
-fn start_cluster(name: &str, brokers: u32, port_base: u16) -> Cluster {
+const BIN: &str = env!("CARGO_BIN_EXE_retail-kpi");
+
+fn start_cluster(name: &str, brokers: u32) -> Cluster {
     let dir = std::env::temp_dir().join(format!("retail-kpi-test-{name}-{}", std::process::id()));
-    Cluster::start(dir, brokers, port_base)
+    Cluster::start(dir, brokers)
 }
 
 fn produce(c: &Cluster, topic: &str, count: u64, seed: u64, extra: &[&str]) -> Child {
-    cluster::owned_command(BIN)
+    owned_command(BIN)
         .args([
             "produce",
             "--brokers",
@@ -53,7 +52,7 @@ fn wait_ok(mut child: Child, what: &str) {
 }
 
 fn job(c: &Cluster, topic: &str, out: &Path, state: &Path, extra: &[&str]) -> Command {
-    let mut cmd = cluster::owned_command(BIN);
+    let mut cmd = owned_command(BIN);
     cmd.args([
         "run",
         "--brokers",
@@ -109,6 +108,23 @@ fn check(c: &Cluster, topic: &str, out: &Path, expected_count: usize) {
     assert_eq!(harness::rejected(out), expected.rejected);
 }
 
+/// Waits until the live job has checkpointed all that `topic` holds now (its advisory group
+/// offsets): it is up and live on the topic.
+fn wait_caught_up(c: &Cluster, topic: &str, partitions: u32, job: &mut Child) {
+    let ends = high_watermarks(c, topic, partitions, Duration::from_secs(10)).unwrap();
+    wait_until_every(
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        &format!("the live job checkpoints all of {topic} ({ends:?})"),
+        || {
+            assert!(job.try_wait().unwrap().is_none(), "the live job exited");
+            ends.iter().all(|(&p, &end)| {
+                end == 0 || committed_offset(c, topic, p as i32).is_some_and(|o| o >= end)
+            })
+        },
+    );
+}
+
 fn sigkill(child: &mut Child) -> bool {
     let alive = child.try_wait().unwrap().is_none();
     child.kill().unwrap();
@@ -118,7 +134,7 @@ fn sigkill(child: &mut Child) -> bool {
 
 #[test]
 fn single_broker_backfill_kills_and_broker_restart() {
-    let c = start_cluster("one", 1, 39092);
+    let c = start_cluster("one", 1);
     let tmp = tempfile::tempdir().unwrap();
 
     // (a) 200,000 invoices over 4 partitions, one backfill.
@@ -143,6 +159,8 @@ fn single_broker_backfill_kills_and_broker_restart() {
     let mut kills = 0;
     for pause in [700, 900, 1100, 800] {
         let mut j = job(&c, "b", &out, &st, &[]).spawn().unwrap();
+        // Not a wait for a condition: the kills land at these moments of the live run, on
+        // purpose at different points of its reading and checkpointing.
         std::thread::sleep(Duration::from_millis(pause));
         kills += sigkill(&mut j) as u32;
     }
@@ -161,8 +179,8 @@ fn single_broker_backfill_kills_and_broker_restart() {
         "produce",
     );
     let (out, st) = (tmp.path().join("c-out"), tmp.path().join("c-state"));
-    let live = job(&c, "c", &out, &st, &[]).spawn().unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    let mut live = job(&c, "c", &out, &st, &[]).spawn().unwrap();
+    wait_caught_up(&c, "c", 4, &mut live);
     c.script(&["restart", "0"]);
     let wave2 = ["--partitions", "4", "--start", "2020-09-18 11:30:00"];
     wait_ok(produce(&c, "c", 50_000, 33, &wave2), "produce");
@@ -176,16 +194,17 @@ fn three_brokers_partition_leader_killed() {
     // The leader of partition 0 killed under the live job, between two producer waves:
     // a producer running across the kill failed now and then inside librdkafka (exit 5,
     // see the note of this issue), which is not what this case tests.
-    let c = start_cluster("three", 3, 49092);
+    let c = start_cluster("three", 3);
     let tmp = tempfile::tempdir().unwrap();
     let args = ["--partitions", "4", "--replication", "3"];
     wait_ok(produce(&c, "d", 50_000, 4, &args), "produce");
     wait_topic(&c, "d", 4);
     let (out, st) = (tmp.path().join("d-out"), tmp.path().join("d-state"));
-    let live = job(&c, "d", &out, &st, &[]).spawn().unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    let mut live = job(&c, "d", &out, &st, &[]).spawn().unwrap();
+    wait_caught_up(&c, "d", 4, &mut live);
     let leader = c.script(&["leader", "d", "0"]).trim().to_owned();
     c.script(&["kill", &leader]);
+    // Not a wait for a condition: the leader stays down this long, with the job live.
     std::thread::sleep(Duration::from_secs(3));
     c.script(&["start-node", &leader]);
     let wave2 = [

@@ -2,23 +2,26 @@
 //! lost to retention or deletion, a topic deleted and created again, partitions added while
 //! the live job runs. One broker for the whole file, one topic per case, run in turn.
 
-#[path = "../chaos/cluster.rs"]
-mod cluster;
-mod common;
-
-use cluster::{read_back, wait_deadline, wait_topic, Cluster, BIN};
-use common::harness;
-use common::reference::{reference, RefConfig};
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::{Offset, TopicPartitionList};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
+use test_support::cluster::{
+    self, committed_offset, committed_records, inspect, job_command, read_back, wait_topic, Cluster,
+};
+use test_support::harness;
+use test_support::process::{
+    owned_command, poll_until, signal, wait_deadline, wait_log, wait_until, wait_until_every,
+};
+use test_support::reference::{reference, RefConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_retail-kpi");
 
 fn produce(c: &Cluster, topic: &str, count: u64, seed: u64, extra: &[&str]) {
-    let mut child = cluster::owned_command(BIN)
+    let mut child = owned_command(BIN)
         .args(["produce", "--brokers", &c.bootstrap, "--topic", topic])
         .args(["--count", &count.to_string(), "--seed", &seed.to_string()])
         .args(["--event-rate", "600", "--bad-fraction", "0.01"])
@@ -33,7 +36,7 @@ fn produce(c: &Cluster, topic: &str, count: u64, seed: u64, extra: &[&str]) {
 
 /// A bounded run over the topic; the idle rule is kept out (one hour).
 fn backfill(c: &Cluster, topic: &str, out: &Path, state: &Path, extra: &[&str]) -> Output {
-    let child = cluster::owned_command(BIN)
+    let child = owned_command(BIN)
         .args(["run", "--brokers", &c.bootstrap, "--topic", topic])
         .args(["--until", "end", "--metrics-addr", "off"])
         .args(["--idle-timeout", "1h", "--checkpoint-interval", "200ms"])
@@ -131,7 +134,6 @@ fn production_kafka_facts() {
     let c = Cluster::start(
         std::env::temp_dir().join(format!("retail-kpi-test-faults-{}", std::process::id())),
         1,
-        33092,
     );
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
@@ -191,9 +193,9 @@ fn production_kafka_facts() {
         assert_eq!(g["resume_at"], 1500);
         assert!(g["found_at"].is_string());
     }
-    let stv = cluster::inspect(&st);
+    let stv = inspect(BIN, &st);
     assert_eq!(stv["counters"]["read"], 2000 + 1000, "{stv}");
-    assert_eq!(cluster::committed_records(&stv), 4000, "{stv}");
+    assert_eq!(committed_records(&stv), 4000, "{stv}");
     // A restart finds nothing more to report.
     let o = backfill(&c, "loss", &out, &st, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -206,23 +208,26 @@ fn production_kafka_facts() {
     produce(&c, "loss-live", 1000, 14, &["--partitions", "1"]);
     let (out, st) = (t.join("loss-live-out"), t.join("loss-live-st"));
     let log = t.join("loss-live.log");
-    let mut live = cluster::job_command(&c, "loss-live", &out, &st, "200ms", &[])
+    let mut live = job_command(BIN, &c, "loss-live", &out, &st, "200ms", &[])
         .args(["--metrics-addr", "off", "--idle-timeout", "1h"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while cluster::committed_offset(&c, "loss-live", 0) != Some(1000) {
-        assert!(live.try_wait().unwrap().is_none(), "the live job exited");
-        assert!(
-            Instant::now() < deadline,
-            "the live job did not read the first wave"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    cluster::signal(&live, libc::SIGSTOP);
+    wait_until_every(
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        "the live job reads the first wave",
+        || {
+            if committed_offset(&c, "loss-live", 0) == Some(1000) {
+                return true;
+            }
+            assert!(live.try_wait().unwrap().is_none(), "the live job exited");
+            false
+        },
+    );
+    signal(&live, libc::SIGSTOP);
     produce(
         &c,
         "loss-live",
@@ -231,7 +236,7 @@ fn production_kafka_facts() {
         &["--partitions", "1", "--start", "2020-09-18 11:00:00"],
     );
     delete_records(&c, "loss-live", 1, 16_000);
-    cluster::signal(&live, libc::SIGCONT);
+    signal(&live, libc::SIGCONT);
     let status = wait_deadline(&mut live, Duration::from_secs(60), "the live job");
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(5), "{text}");
@@ -247,7 +252,7 @@ fn production_kafka_facts() {
     let (out, st) = (t.join("again-out"), t.join("again-st"));
     let o = backfill(&c, "again", &out, &st, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let before = cluster::inspect(&st);
+    let before = inspect(BIN, &st);
     assert!(
         before["source"]["kafka"]["topic_id"].is_string(),
         "{before}"
@@ -256,24 +261,23 @@ fn production_kafka_facts() {
     assert!(res[0].is_ok(), "{res:?}");
     // Created again only once the brokers no longer know the old one.
     let probe = c.client();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let gone = rdkafka::consumer::Consumer::fetch_metadata(
-            &probe,
-            Some("again"),
-            Duration::from_secs(5),
-        )
-        .is_ok_and(|md| {
-            md.topics()
-                .iter()
-                .all(|t| t.name() != "again" || t.error().is_some())
-        });
-        if gone {
-            break;
-        }
-        assert!(Instant::now() < deadline, "topic `again` was not deleted");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_every(
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        "topic `again` is deleted",
+        || {
+            rdkafka::consumer::Consumer::fetch_metadata(
+                &probe,
+                Some("again"),
+                Duration::from_secs(5),
+            )
+            .is_ok_and(|md| {
+                md.topics()
+                    .iter()
+                    .all(|t| t.name() != "again" || t.error().is_some())
+            })
+        },
+    );
     produce(&c, "again", 1500, 11, &["--partitions", "1"]);
     wait_topic(&c, "again", 1);
     let o = backfill(&c, "again", &out, &st, &[]);
@@ -290,9 +294,9 @@ fn production_kafka_facts() {
     assert_eq!(gaps[0]["first_missing"], 1000);
     assert_eq!(gaps[0]["last_missing"], serde_json::Value::Null);
     assert_eq!(gaps[0]["resume_at"], 0);
-    let after = cluster::inspect(&st);
+    let after = inspect(BIN, &st);
     assert_eq!(after["counters"]["read"], 1000 + 1500, "{after}");
-    assert_eq!(cluster::committed_records(&after), 1500, "{after}");
+    assert_eq!(committed_records(&after), 1500, "{after}");
     assert_ne!(
         after["source"]["kafka"]["topic_id"],
         before["source"]["kafka"]["topic_id"]
@@ -312,7 +316,7 @@ fn production_kafka_facts() {
     produce(&c, "grow", 1000, 12, &["--partitions", "2"]);
     let (out, st) = (t.join("grow-out"), t.join("grow-st"));
     let log = t.join("grow.log");
-    let mut live = cluster::owned_command(BIN)
+    let mut live = owned_command(BIN)
         .args(["run", "--brokers", &c.bootstrap, "--topic", "grow"])
         .args(["--start", "latest", "--idle-timeout", "1h"])
         .args(["--checkpoint-interval", "200ms", "--metrics-addr", "off"])
@@ -327,21 +331,7 @@ fn production_kafka_facts() {
         .spawn()
         .unwrap();
     // Wait until the job has assigned both partitions at their end.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .matches("assigned")
-        .count()
-        < 2
-    {
-        assert!(
-            live.try_wait().unwrap().is_none(),
-            "the live job exited: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        assert!(Instant::now() < deadline, "the live job did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_log(&mut live, &log, "assigned", 2, Duration::from_secs(60));
     let res =
         block_on(admin(&c).create_partitions(&[NewPartitions::new("grow", 4)], &opts())).unwrap();
     assert!(res[0].is_ok(), "{res:?}");
@@ -356,21 +346,17 @@ fn production_kafka_facts() {
     );
     // Found within a few seconds and read from offset 0: wait for the job's own record of
     // it, through its group offsets (advisory, written after each checkpoint).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while (0..4)
-        .any(|p| cluster::committed_offset(&c, "grow", p) != Some(if p < 2 { 750 } else { 250 }))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the live job did not read the new partitions from their start"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_until_every(
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        "the live job reads the new partitions from their start",
+        || (0..4).all(|p| committed_offset(&c, "grow", p) == Some(if p < 2 { 750 } else { 250 })),
+    );
     // SAFETY: kill(2) of our own child.
     unsafe { libc::kill(live.id() as i32, libc::SIGTERM) };
     let stt = wait_deadline(&mut live, Duration::from_secs(30), "the live job");
     assert!(stt.success(), "{stt}");
-    let v = cluster::inspect(&st);
+    let v = inspect(BIN, &st);
     assert_eq!(v["counters"]["read"], 1000, "{v}");
     let next: Vec<i64> = v["partitions"]
         .as_array()
@@ -392,14 +378,22 @@ fn owner_that_gets_killed() {
         return;
     };
     let dir = std::path::PathBuf::from(&report).with_extension("d");
-    let c = Cluster::start(dir.join("kafka"), 1, 34092);
+    let c = Cluster::start(dir.join("kafka"), 1);
     produce(&c, "owned", 100, 1, &["--partitions", "1"]);
-    let job = cluster::job_command(&c, "owned", &dir.join("out"), &dir.join("st"), "1s", &[])
-        .args(["--metrics-addr", "off"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let job = job_command(
+        BIN,
+        &c,
+        "owned",
+        &dir.join("out"),
+        &dir.join("st"),
+        "1s",
+        &[],
+    )
+    .args(["--metrics-addr", "off"])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let status = c.script(&["status"]);
     let broker = status
         .split_whitespace()
@@ -408,6 +402,7 @@ fn owner_that_gets_killed() {
         .unwrap()
         .to_owned();
     std::fs::write(&report, format!("{broker} {}\n", job.id())).unwrap();
+    // Not a wait for a condition: this process waits to be killed.
     loop {
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -430,7 +425,8 @@ fn alive(pid: i32) -> bool {
 fn a_hard_killed_test_run_leaves_no_broker_or_job_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let report = tmp.path().join("pids");
-    let mut inner = Command::new(std::env::current_exe().unwrap())
+    // Owned as well: were this test killed, the inner one (and its broker) would go too.
+    let mut inner = owned_command(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "owner_that_gets_killed",
@@ -442,20 +438,18 @@ fn a_hard_killed_test_run_leaves_no_broker_or_job_behind() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let pids = loop {
-        if let Ok(text) = std::fs::read_to_string(&report) {
-            if text.ends_with('\n') {
-                break text;
-            }
+    let mut pids = String::new();
+    wait_until(Duration::from_secs(180), "the inner test reports", || {
+        pids = std::fs::read_to_string(&report).unwrap_or_default();
+        if pids.ends_with('\n') {
+            return true;
         }
         assert!(
             inner.try_wait().unwrap().is_none(),
             "the inner test ended before it reported"
         );
-        assert!(Instant::now() < deadline, "the inner test did not start");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        false
+    });
     let pids: Vec<i32> = pids
         .split_whitespace()
         .map(|p| p.parse().unwrap())
@@ -463,20 +457,17 @@ fn a_hard_killed_test_run_leaves_no_broker_or_job_behind() {
     assert!(pids.iter().all(|&p| alive(p)), "{pids:?}");
     inner.kill().unwrap();
     inner.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while pids.iter().any(|&p| alive(p)) {
-        assert!(
-            Instant::now() < deadline,
-            "left behind after the test process was killed: broker {} job {} (alive: {:?})",
-            pids[0],
-            pids[1],
-            pids.iter().map(|&p| alive(p)).collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let dir = report.with_extension("d");
-    let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
-        .arg("wipe")
-        .env("RETAIL_KPI_KAFKA_DIR", dir.join("kafka"))
-        .output();
+    let gone = poll_until(
+        Instant::now() + Duration::from_secs(90),
+        Duration::from_millis(200),
+        || pids.iter().all(|&p| !alive(p)),
+    );
+    assert!(
+        gone.is_some(),
+        "left behind after the test process was killed: broker {} job {} (alive: {:?})",
+        pids[0],
+        pids[1],
+        pids.iter().map(|&p| alive(p)).collect::<Vec<_>>()
+    );
+    let _ = cluster::wipe(&report.with_extension("d").join("kafka"));
 }

@@ -1,15 +1,12 @@
 //! Operations, through the real binary: metrics and health endpoints scraped from a running
 //! job, settings precedence and secret masking, SIGTERM/SIGINT, JSON logs, every exit code,
 //! and file modes; these need no broker (the unreachable-broker case uses an address
-//! nothing listens on). The last test starts one real broker (`scripts/kafka`, as
-//! `tests/kafka.rs` does) for the consumer lag, readiness and a stop of a live Kafka job.
+//! nothing listens on). The last test starts one real broker (the test support's cluster,
+//! as `tests/kafka.rs` does) for the consumer lag, readiness and a stop of a live Kafka job.
 //!
 //! Running jobs read standard input, which the test keeps open, so the process is alive
 //! while it is scraped or signalled; every wait polls for a condition with a deadline.
 
-mod common;
-
-use common::reference::{records_from_jsonl, reference, RefConfig};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -17,12 +14,16 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use test_support::cluster::Cluster;
+use test_support::harness;
+use test_support::process::{owned_command, wait_until};
+use test_support::reference::{records_from_jsonl, reference, RefConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_retail-kpi");
 
 /// The binary, with no `RETAIL_KPI_*` variable of the test's own environment.
 fn bin() -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = owned_command(BIN);
     for (k, _) in std::env::vars() {
         if k.starts_with("RETAIL_KPI_") || k == "RUST_LOG" {
             c.env_remove(k);
@@ -43,18 +44,6 @@ fn generate(count: u64, extra: &[&str]) -> Vec<u8> {
 
 fn stderr_of(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Polls `cond` every 20 ms until it holds; panics with `what` after `limit`.
-fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A job reading standard input, which stays open until `close_input` or the end.
@@ -310,7 +299,7 @@ fn metrics_and_health_endpoints_report_the_running_job() {
     let out = dir.path().join("out");
     wait_until(Duration::from_secs(30), "files written are counted", || {
         scrape = get(&addr, "/metrics").1;
-        let files = common::harness::finished_kpi_files(&out) as f64;
+        let files = harness::finished_kpi_files(&out) as f64;
         files > 0.0 && sample(&scrape, "retail_kpi_files_written_total") == Some(files)
     });
     let last = must(&scrape, "retail_kpi_last_file_written_timestamp_seconds");
@@ -849,63 +838,13 @@ fn modes_are_0700_for_state_and_0644_for_files_and_names_never_come_from_records
     assert!(!top.iter().any(|n| n == "escape"), "{top:?}");
 }
 
-/// One Kafka broker of `scripts/kafka` in a folder and on ports of this test's own.
-struct Broker {
-    dir: std::path::PathBuf,
-    port_base: u16,
-    bootstrap: String,
-}
-
-impl Broker {
-    fn script(dir: &Path, port_base: u16, args: &[&str]) -> String {
-        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
-            .args(args)
-            // The broker is stopped when this test process is gone, however it ends.
-            .env("RETAIL_KPI_KAFKA_OWNER_PID", std::process::id().to_string())
-            .env("RETAIL_KPI_KAFKA_DIR", dir)
-            .env("RETAIL_KPI_KAFKA_PORT_BASE", port_base.to_string())
-            .stdin(Stdio::null())
-            .output()
-            .expect("cannot run scripts/kafka (Java 17 and Maven are needed)");
-        assert!(
-            out.status.success(),
-            "scripts/kafka {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            stderr_of(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn start(port_base: u16) -> Broker {
-        let dir = std::env::temp_dir().join(format!("retail-kpi-test-ops-{}", std::process::id()));
-        Broker::script(&dir, port_base, &["start", "--brokers", "1"]);
-        let bootstrap = Broker::script(&dir, port_base, &["bootstrap"])
-            .trim()
-            .to_owned();
-        Broker {
-            dir,
-            port_base,
-            bootstrap,
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
-            .arg("wipe")
-            .env("RETAIL_KPI_KAFKA_DIR", &self.dir)
-            .env("RETAIL_KPI_KAFKA_PORT_BASE", self.port_base.to_string())
-            .output();
-    }
-}
-
 #[test]
 fn kafka_consumer_lag_readiness_and_a_stop_of_the_live_job() {
     use retail_kpi::source::{Poll, Source};
-    // Ports apart from tests/kafka.rs (39092, 49092), tests/idle.rs (28092) and the chaos
-    // test (27092); controllers sit at +100.
-    let broker = Broker::start(25592);
+    let broker = Cluster::start(
+        std::env::temp_dir().join(format!("retail-kpi-test-ops-{}", std::process::id())),
+        1,
+    );
     let (partitions, n) = (2u32, 4000u64);
     let out = bin()
         .args(["produce", "--brokers", &broker.bootstrap, "--topic", "ops"])

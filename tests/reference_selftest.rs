@@ -1,10 +1,8 @@
-mod common;
-
-// Self-tests of the reference computation (`tests/common/reference.rs`).
+// Self-tests of the reference computation (`tests/support/src/reference.rs`).
 // Every expected value below is computed by hand from SPEC.md, never printed by the code.
 
-use common::reference::*;
 use std::collections::BTreeMap;
+use test_support::reference::*;
 
 // ----------------------------------------------------------------------------- helpers
 

@@ -11,15 +11,15 @@
 //! `RETAIL_KPI_BLESS=1 cargo test --release --test regression` writes the corpus again:
 //! only on purpose, when an output change is meant, and say so in the commit.
 
-#[path = "../chaos/cluster.rs"]
-mod cluster;
-mod common;
-
-use cluster::{wait_deadline, wait_topic, Cluster, BIN};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use test_support::cluster::{read_back, wait_topic, Cluster};
+use test_support::harness;
+use test_support::process::{owned_command, wait_deadline};
+
+const BIN: &str = env!("CARGO_BIN_EXE_retail-kpi");
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/regression");
 
@@ -141,7 +141,7 @@ fn scratch(name: &str) -> PathBuf {
 /// What a case's output folder holds: relative path -> bytes, the rejected records as one
 /// file `rejected.jsonl` of sorted lines.
 fn outputs(out: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut files = common::harness::kpi_files(out);
+    let mut files = harness::kpi_files(out);
     let mut lines: Vec<Vec<u8>> = Vec::new();
     if let Ok(entries) = std::fs::read_dir(out.join("rejected")) {
         for e in entries {
@@ -217,13 +217,13 @@ fn run_ok(cmd: &mut Command, what: &str) -> Vec<u8> {
 fn file_runs_write_the_recorded_bytes() {
     for (case, args) in FILE_CASES {
         let dir = scratch(case);
-        let input = run_ok(Command::new(BIN).arg("generate").args(*args), "generate");
+        let input = run_ok(owned_command(BIN).arg("generate").args(*args), "generate");
         let path = dir.join("input.jsonl");
         std::fs::write(&path, &input).unwrap();
         let out = dir.join("out");
         // A relative input path: the rejected records name it as their topic.
         run_ok(
-            Command::new(BIN)
+            owned_command(BIN)
                 .current_dir(&dir)
                 .args(["run", "--metrics-addr", "off", "--input", "input.jsonl"])
                 .arg("--out")
@@ -240,7 +240,7 @@ fn file_runs_write_the_recorded_bytes() {
 #[test]
 fn kafka_backfill_writes_the_recorded_bytes() {
     let dir = scratch("kafka");
-    let c = Cluster::start(dir.join("kafka"), 1, 35092);
+    let c = Cluster::start(dir.join("kafka"), 1);
     let produce = [
         "--topic",
         "invoices",
@@ -258,14 +258,14 @@ fn kafka_backfill_writes_the_recorded_bytes() {
         "0.02",
     ];
     run_ok(
-        Command::new(BIN)
+        owned_command(BIN)
             .args(["produce", "--brokers", &c.bootstrap])
             .args(produce),
         "produce",
     );
     wait_topic(&c, "invoices", 3);
     let out = dir.join("out");
-    let mut job = cluster::owned_command(BIN);
+    let mut job = owned_command(BIN);
     job.args([
         "run",
         "--metrics-addr",
@@ -287,7 +287,7 @@ fn kafka_backfill_writes_the_recorded_bytes() {
     assert!(st.success(), "backfill failed: {st}");
     // The records' bytes are fixed by the seed; their partitions and offsets by the
     // producer's round robin over one fresh topic.
-    let mut input = cluster::read_back(&c, "invoices");
+    let mut input = read_back(&c, "invoices");
     input.sort_by_key(|r| (r.partition, r.offset));
     let mut all = Vec::new();
     for r in &input {

@@ -2,16 +2,15 @@
 //! the write-ahead log (issue 9): a file whose read part changed, other settings on an
 //! existing store, a 1 GiB line, millions of rejections. Each test runs the binary.
 
-mod common;
-
-use common::harness;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+use test_support::harness;
+use test_support::process::owned_command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_retail-kpi");
 
 fn generate(args: &[&str]) -> Vec<u8> {
-    let out = Command::new(BIN)
+    let out = owned_command(BIN)
         .arg("generate")
         .args(args)
         .output()
@@ -21,7 +20,7 @@ fn generate(args: &[&str]) -> Vec<u8> {
 }
 
 fn run(input: &Path, out: &Path, state: &Path, extra: &[&str]) -> Output {
-    Command::new(BIN)
+    owned_command(BIN)
         .args(["run", "--metrics-addr", "off", "--input"])
         .arg(input)
         .arg("--out")
@@ -38,7 +37,7 @@ fn stderr(o: &Output) -> String {
 }
 
 fn inspect(state: &Path) -> serde_json::Value {
-    let out = Command::new(BIN)
+    let out = owned_command(BIN)
         .args(["state", "inspect", "--json", "--state"])
         .arg(state)
         .output()
@@ -180,7 +179,7 @@ fn a_one_gib_line_is_rejected_in_bounded_memory() {
         }
     }
     let (out, state) = (d.join("out"), d.join("state"));
-    let mut cmd = Command::new(BIN);
+    let mut cmd = owned_command(BIN);
     cmd.args(["run", "--metrics-addr", "off", "--input"])
         .arg(&input)
         .arg("--out")
@@ -262,7 +261,7 @@ fn the_write_ahead_log_stays_bounded_under_many_rejections() {
 /// independent reference's, with the same cap.
 #[test]
 fn countries_per_window_are_capped_as_the_reference_says() {
-    use common::reference::{records_from_jsonl, reference, RefConfig};
+    use test_support::reference::{records_from_jsonl, reference, RefConfig};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut input = Vec::new();
@@ -325,7 +324,7 @@ fn countries_per_window_are_capped_as_the_reference_says() {
 // wait4 below reaps the child; clippy cannot see it.
 #[allow(clippy::zombie_processes)]
 fn run_measured(args: &[&std::ffi::OsStr]) -> (Option<i32>, u64) {
-    let child = Command::new(BIN)
+    let child = owned_command(BIN)
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -7,15 +7,14 @@
 //! The storage tests mount tmpfs and so need root (CAP_SYS_ADMIN), as CI has; without it
 //! they fail and say so rather than skip.
 
-mod common;
-
-use common::harness;
 use retail_kpi::state::{StateError, Store};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
+use test_support::harness;
+use test_support::process::owned_command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_retail-kpi");
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state-v1");
@@ -26,7 +25,7 @@ const EXIT_OUTPUT: i32 = 4;
 const DEADLINE: Duration = Duration::from_secs(120);
 
 fn bin() -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = owned_command(BIN);
     c.env_remove("RETAIL_KPI_FAILPOINT");
     c
 }
@@ -782,7 +781,7 @@ fn a_store_behind_its_last_committed_checkpoint_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let gen = |count: &str, start: &str| {
-        let o = Command::new(BIN)
+        let o = owned_command(BIN)
             .args([
                 "generate", "--count", count, "--seed", "4", "--start", start,
             ])

@@ -9,7 +9,7 @@
 //! - a refusal has a message, and an `invalid_invoice` message names a field or says the
 //!   value is not an invoice;
 //! - the verdict equals that of the independent reference of the tests
-//!   (`tests/common/reference.rs`, written from the SPEC alone): same reason code, and for an
+//!   (`tests/support/src/reference.rs`, written from the SPEC alone): same reason code, and for an
 //!   accepted invoice the same event time, country, kind, Σ quantity and Σ cost.
 
 #![no_main]
@@ -19,7 +19,7 @@ use retail_kpi::decode::invoice::{parse_invoice, Kind, Limits, MAX_QUANTITY};
 use retail_kpi::money::MAX_UNIT_PRICE;
 
 #[allow(dead_code, clippy::all)]
-#[path = "../../tests/common/reference.rs"]
+#[path = "../../tests/support/src/reference.rs"]
 mod reference;
 
 use reference::{check_record, RefConfig, RefRecord};

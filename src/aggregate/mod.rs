@@ -2,19 +2,21 @@
 //! changes each checkpoint must commit (SPEC §4, §6). Pure: no I/O, no clock of its own
 //! (callers pass the wall-clock time where the idle rule needs it).
 //!
-//! Flow: a source hands `SourceRecord`s to [`Engine::process`]; the job calls
-//! [`Engine::advance`] between batches, then [`Engine::take_delta`] and commits the delta
-//! to the store; only after the commit does it render what [`Engine::ready_buckets`] and
-//! [`Engine::pending_rejected`] hold, and report back with `mark_*_rendered`.
+//! Flow: the job admits each record ([`Engine::admit`]: not counted before a restart),
+//! decodes it, and hands the invoice to [`Engine::accept`] with its partition, offset and
+//! broker timestamp; the engine never sees bytes. Between batches the job calls
+//! [`Engine::advance`], then [`Engine::take_delta`], and commits the delta to the store;
+//! the complete buckets a delta carries ([`Delta::ready`]) then belong to the sinks, and
+//! the engine never learns whether they were written.
 
 pub mod partial;
 
-use crate::aggregate::partial::{Agg, StoredWindow, WindowAgg};
-use crate::decode::invoice::{parse_invoice, Invoice, Limits};
+use crate::decode::invoice::{Invoice, Limits};
 use crate::event_time::{
     bucket_start, ms_to_nanos, window_start, EventTime, BUCKET_SECS, NANOS_PER_SEC,
 };
-use crate::record::{Reason, RejectedRecord, Rejection, SourceRecord, RAW_KEPT_BYTES};
+use crate::record::{Reason, RejectedRecord, Rejection};
+use partial::{Agg, WindowAgg};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -25,7 +27,6 @@ pub struct EngineConfig {
     pub grace: EventTime,
     /// Largest lead of an event time over its record's broker timestamp, ns.
     pub max_future_skew: EventTime,
-    pub limits: Limits,
     /// Most distinct countries one partition may bring into one window (SPEC §7).
     pub max_countries: usize,
 }
@@ -40,7 +41,6 @@ impl Default for EngineConfig {
         EngineConfig {
             grace: 60 * NANOS_PER_SEC,
             max_future_skew: 3600 * NANOS_PER_SEC,
-            limits: Limits::default(),
             max_countries: DEFAULT_MAX_COUNTRIES,
         }
     }
@@ -74,20 +74,22 @@ impl ResultSettings {
     }
 }
 
-impl From<&EngineConfig> for ResultSettings {
-    fn from(c: &EngineConfig) -> Self {
+impl ResultSettings {
+    /// The engine's settings and the decoder's limits that change results.
+    pub fn new(c: &EngineConfig, limits: &Limits) -> Self {
         ResultSettings {
             grace_ns: c.grace,
             max_future_skew_ns: c.max_future_skew,
-            max_record_bytes: c.limits.max_record_bytes as u64,
-            max_items: c.limits.max_items,
+            max_record_bytes: limits.max_record_bytes as u64,
+            max_items: limits.max_items,
             max_countries: c.max_countries as u64,
         }
     }
 }
 
-/// What the engine remembers of one source partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// What the engine remembers of one source partition. The store keeps its own layout of
+/// it (`state::schema::StoredPartition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PartitionState {
     /// Offset of the next record to read; `None` before the first record.
     pub next_offset: Option<i64>,
@@ -173,21 +175,20 @@ pub struct Delta {
     pub new_members: Vec<(i64, u32, String)>,
     /// Open windows that closed: their rows and members go.
     pub open_deletes: Vec<i64>,
-    pub closed_inserts: Vec<(i64, StoredWindow)>,
-    /// Buckets whose windows are now all closed: their files may be written.
-    pub ready_buckets: Vec<i64>,
-    /// Buckets whose files are written: their rows and marker can go.
-    pub rendered_buckets: Vec<i64>,
-    /// Records refused since the last checkpoint, filed under `seq`.
+    /// Windows closed since the last checkpoint (also those of `ready`).
+    pub closed_inserts: Vec<(i64, WindowAgg)>,
+    /// Buckets whose windows are now all closed, with those windows: once committed,
+    /// their files are the sinks' to write.
+    pub ready: Vec<ClosedBucket>,
+    /// Records refused since the last checkpoint, filed under `seq` (set by the job).
     pub rejected: Vec<RejectedRecord>,
-    /// Checkpoints whose rejected file is written.
-    pub rendered_rejected: Vec<u64>,
     /// Windows starting before this (seconds) are closed.
     pub closed_before: i64,
     pub counters: Counters,
     /// What the source read up to this checkpoint (set by the job, from the source).
     pub source: Option<crate::source::SourceIdentity>,
-    /// The settings that change results, recorded with every checkpoint.
+    /// The settings that change results, recorded with every checkpoint (set by the job:
+    /// they include the decoder's limits).
     pub settings: Option<ResultSettings>,
 }
 
@@ -200,14 +201,36 @@ pub struct Restored {
     /// The settings the store's results were computed with; `None` as for `source`.
     pub settings: Option<ResultSettings>,
     pub partitions: Vec<(u32, PartitionState)>,
-    pub open: Vec<(i64, StoredWindow)>,
+    pub open: Vec<(i64, WindowAgg)>,
     /// Which partition brought which country into which open window.
     pub members: Vec<(i64, u32, String)>,
-    pub closed: Vec<(i64, StoredWindow)>,
+    /// Closed windows not written yet, in window order.
+    pub closed: Vec<(i64, WindowAgg)>,
+    /// Complete buckets whose files are due.
     pub ready_buckets: Vec<i64>,
+    /// Committed rejected records whose file is due, by checkpoint.
     pub pending_rejected: Vec<(u64, Vec<RejectedRecord>)>,
     pub closed_before: i64,
     pub counters: Counters,
+}
+
+impl Restored {
+    /// Takes out the complete buckets with their windows, in order: after a restart they
+    /// are the sinks' to write, not the engine's.
+    pub fn take_closed_buckets(&mut self) -> Vec<ClosedBucket> {
+        let ready: BTreeSet<i64> = self.ready_buckets.iter().copied().collect();
+        let mut by_bucket: BTreeMap<i64, Vec<(i64, WindowAgg)>> =
+            ready.iter().map(|b| (*b, Vec::new())).collect();
+        let mut kept = Vec::with_capacity(self.closed.len());
+        for (s, w) in self.closed.drain(..) {
+            match by_bucket.get_mut(&bucket_start(s)) {
+                Some(windows) => windows.push((s, w)),
+                None => kept.push((s, w)),
+            }
+        }
+        self.closed = kept;
+        by_bucket.into_iter().collect()
+    }
 }
 
 struct OpenWindow {
@@ -232,20 +255,28 @@ impl OpenWindow {
     }
 }
 
+/// Where a decoded invoice came from: what the aggregator needs of its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordAt {
+    pub partition: u32,
+    pub offset: i64,
+    /// The broker timestamp in ms, if the record has one (the future guard of SPEC §7).
+    pub timestamp_ms: Option<i64>,
+}
+
+/// A bucket whose windows are all closed, with those windows in order: what its files are
+/// rendered from.
+pub type ClosedBucket = (i64, Vec<(i64, WindowAgg)>);
+
 /// The stream engine. See the module documentation for the protocol.
 pub struct Engine {
     cfg: EngineConfig,
-    /// Name of the source, kept with each rejected record.
-    topic: String,
     seq: u64,
     partitions: BTreeMap<u32, PartitionState>,
     open: BTreeMap<i64, OpenWindow>,
-    /// Closed windows whose bucket is not rendered yet.
+    /// Closed windows whose bucket is not complete yet.
     closed: BTreeMap<i64, WindowAgg>,
     closed_before: i64,
-    /// Buckets committed (or about to be) as ready, not yet rendered.
-    ready: BTreeSet<i64>,
-    pending_rejected: BTreeMap<u64, Vec<RejectedRecord>>,
     counters: Counters,
     lateness: Lateness,
     all_idle_since_ms: Option<i64>,
@@ -253,12 +284,8 @@ pub struct Engine {
     changed: bool,
     open_deletes: Vec<i64>,
     closed_inserts: Vec<i64>,
+    /// Buckets completed since the last delta.
     new_ready: Vec<i64>,
-    rendered_buckets: Vec<i64>,
-    rejected: Vec<RejectedRecord>,
-    /// Bytes held by `rejected` (raw and message), so that the job can checkpoint early.
-    rejected_bytes: usize,
-    rendered_rejected: Vec<u64>,
 }
 
 impl Engine {
@@ -272,11 +299,14 @@ impl Engine {
         )
     }
 
+    /// The engine as the store gave it back. Closed windows of complete buckets
+    /// (`r.ready_buckets`) are not the engine's any more but the sinks': the caller takes
+    /// them out first ([`Restored::take_closed_buckets`]); any left are ignored here.
     pub fn restore(cfg: EngineConfig, r: Restored) -> Engine {
         let mut open: BTreeMap<i64, OpenWindow> = r
             .open
             .into_iter()
-            .map(|(s, w)| (s, OpenWindow::new(w.into(), false)))
+            .map(|(s, w)| (s, OpenWindow::new(w, false)))
             .collect();
         for (s, p, c) in r.members {
             if let Some(w) = open.get_mut(&s) {
@@ -286,16 +316,18 @@ impl Engine {
                     .insert(c.into_boxed_str(), false);
             }
         }
+        let ready: BTreeSet<i64> = r.ready_buckets.iter().copied().collect();
         Engine {
             cfg,
-            topic: String::new(),
             seq: r.seq,
             partitions: r.partitions.into_iter().collect(),
             open,
-            closed: r.closed.into_iter().map(|(s, w)| (s, w.into())).collect(),
+            closed: r
+                .closed
+                .into_iter()
+                .filter(|(s, _)| !ready.contains(&bucket_start(*s)))
+                .collect(),
             closed_before: r.closed_before,
-            ready: r.ready_buckets.into_iter().collect(),
-            pending_rejected: r.pending_rejected.into_iter().collect(),
             counters: r.counters,
             lateness: Lateness::default(),
             all_idle_since_ms: None,
@@ -303,20 +335,11 @@ impl Engine {
             open_deletes: Vec::new(),
             closed_inserts: Vec::new(),
             new_ready: Vec::new(),
-            rendered_buckets: Vec::new(),
-            rejected: Vec::new(),
-            rejected_bytes: 0,
-            rendered_rejected: Vec::new(),
         }
     }
 
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
-    }
-
-    /// Names the source for the rejected records that follow.
-    pub fn set_topic(&mut self, topic: &str) {
-        self.topic = topic.to_owned();
     }
 
     /// Makes the watermark wait for these partitions too (a partition never seen is −∞).
@@ -347,118 +370,80 @@ impl Engine {
         self.open.iter().map(|(s, w)| (*s, &w.agg))
     }
 
-    /// Reads one record: accepts it into its window and returns the invoice, or files it as
-    /// rejected. A record below its partition's committed offset was counted before a
-    /// restart and is skipped.
-    pub fn process<'a>(&mut self, rec: SourceRecord<'a>) -> Option<Invoice<'a>> {
-        let st = self.partitions.entry(rec.partition).or_default();
+    /// Takes the record at `offset` of `partition` into account, before it is decoded.
+    /// `false`: it is below the partition's committed offset, was counted before a
+    /// restart, and is skipped (not decoded, not counted again).
+    #[inline]
+    pub fn admit(&mut self, partition: u32, offset: i64) -> bool {
+        let st = self.partitions.entry(partition).or_default();
         if let Some(next) = st.next_offset {
-            if rec.offset < next {
+            if offset < next {
                 self.counters.replayed_skipped += 1;
-                return None;
+                return false;
             }
         }
-        st.next_offset = Some(rec.offset + 1);
+        st.next_offset = Some(offset + 1);
         self.changed = true;
         self.counters.read += 1;
-        let lateness = &mut self.lateness;
-        let limit = self.cfg.limits.max_record_bytes;
-        // A source may hand over only the start of a record past the limit (SPEC §7): the
-        // size check uses the whole length, before anything looks at the bytes.
-        let verdict = if rec.len() > limit as u64 {
-            Err(Rejection::new(
-                Reason::TooLarge,
-                format!(
-                    "record is {} bytes, above the limit of {limit} bytes (max_record_bytes)",
-                    rec.len()
-                ),
-            ))
-        } else {
-            parse_invoice(rec.value, &self.cfg.limits)
-        };
-        let verdict = verdict.and_then(|inv| {
-            let checked = check_time(
-                &inv,
-                rec.timestamp_ms,
-                st.max_event_time,
-                self.closed_before,
-                &self.cfg,
-            );
-            let late_by = st.max_event_time.map_or(0, |m| m - inv.event_time);
-            lateness.record(late_by, checked.is_ok());
-            checked.map(|()| inv)
-        });
-        match verdict {
-            Ok(inv) => {
-                let t = inv.event_time;
-                let ws = window_start(t);
-                let w = self
-                    .open
-                    .entry(ws)
-                    .or_insert_with(|| OpenWindow::new(WindowAgg::default(), true));
-                // The last check of SPEC §7: countries per window and partition.
-                let members = w.members.entry(rec.partition).or_default();
-                let held = members.len();
-                match members.get_mut(inv.country.as_ref()) {
-                    Some(changed) => *changed = true,
-                    None if held >= self.cfg.max_countries => {
-                        let rej = Rejection::new(
-                            Reason::TooLarge,
-                            format!(
-                                "window {} already holds {} countries from partition {} (max_countries); country {:?} would be one more",
-                                crate::event_time::format_instant(ws),
-                                held,
-                                rec.partition,
-                                inv.country
-                            ),
-                        );
-                        self.counters.rejected[rej.reason.index()] += 1;
-                        self.rejected_bytes += rec.value.len() + 256;
-                        self.rejected.push(RejectedRecord {
-                            topic: self.topic.clone(),
-                            partition: rec.partition,
-                            offset: rec.offset,
-                            reason: rej.reason,
-                            message: rej.message,
-                            raw: rec.value.to_vec(),
-                            raw_len: rec.len(),
-                        });
-                        return None;
-                    }
-                    None => {
-                        members.insert(inv.country.as_ref().into(), true);
-                        w.new_members
-                            .push((rec.partition, inv.country.as_ref().into()));
-                    }
-                }
-                st.max_event_time = Some(st.max_event_time.map_or(t, |m| m.max(t)));
-                w.agg.add(&inv);
-                w.dirty = true;
-                self.counters.accepted += 1;
-                Some(inv)
+        true
+    }
+
+    /// A decoded invoice of an admitted record: the time checks of SPEC §4 and §7 (future,
+    /// late, closed window) and the country cap, then into its window. On `Err` nothing
+    /// changed but the lateness histogram; the caller files the rejection
+    /// ([`Engine::count_rejected`] and the rejected sink).
+    pub fn accept(&mut self, at: RecordAt, inv: &Invoice<'_>) -> Result<(), Rejection> {
+        let st = self.partitions.entry(at.partition).or_default();
+        let checked = check_time(
+            inv,
+            at.timestamp_ms,
+            st.max_event_time,
+            self.closed_before,
+            &self.cfg,
+        );
+        let late_by = st.max_event_time.map_or(0, |m| m - inv.event_time);
+        self.lateness.record(late_by, checked.is_ok());
+        checked?;
+        let t = inv.event_time;
+        let ws = window_start(t);
+        let w = self
+            .open
+            .entry(ws)
+            .or_insert_with(|| OpenWindow::new(WindowAgg::default(), true));
+        // The last check of SPEC §7: countries per window and partition.
+        let members = w.members.entry(at.partition).or_default();
+        let held = members.len();
+        match members.get_mut(inv.country.as_ref()) {
+            Some(changed) => *changed = true,
+            None if held >= self.cfg.max_countries => {
+                return Err(Rejection::new(
+                    Reason::TooLarge,
+                    format!(
+                        "window {} already holds {} countries from partition {} (max_countries); country {:?} would be one more",
+                        crate::event_time::format_instant(ws),
+                        held,
+                        at.partition,
+                        inv.country
+                    ),
+                ));
             }
-            Err(rej) => {
-                self.counters.rejected[rej.reason.index()] += 1;
-                // A too-large record keeps only its start: memory and the rejected sink
-                // stay bounded whatever the input holds.
-                let kept = if rej.reason == Reason::TooLarge {
-                    &rec.value[..rec.value.len().min(RAW_KEPT_BYTES)]
-                } else {
-                    rec.value
-                };
-                self.rejected_bytes += kept.len() + rej.message.len() + 64;
-                self.rejected.push(RejectedRecord {
-                    topic: self.topic.clone(),
-                    partition: rec.partition,
-                    offset: rec.offset,
-                    reason: rej.reason,
-                    message: rej.message,
-                    raw: kept.to_vec(),
-                    raw_len: rec.len(),
-                });
-                None
+            None => {
+                members.insert(inv.country.as_ref().into(), true);
+                w.new_members
+                    .push((at.partition, inv.country.as_ref().into()));
             }
         }
+        st.max_event_time = Some(st.max_event_time.map_or(t, |m| m.max(t)));
+        w.agg.add(inv);
+        w.dirty = true;
+        self.counters.accepted += 1;
+        Ok(())
+    }
+
+    /// Counts an admitted record refused by the decoder or by [`Engine::accept`].
+    #[inline]
+    pub fn count_rejected(&mut self, reason: Reason) {
+        self.counters.rejected[reason.index()] += 1;
     }
 
     /// The watermark W of SPEC §4, `None` for −∞. `idle` names the partitions the source
@@ -535,14 +520,15 @@ impl Engine {
         // A bucket is complete once its last window is closed.
         let buckets: BTreeSet<i64> = self.closed.keys().map(|&s| bucket_start(s)).collect();
         for b in buckets {
-            if b + BUCKET_SECS <= before && self.ready.insert(b) {
+            if b + BUCKET_SECS <= before && !self.new_ready.contains(&b) {
                 self.new_ready.push(b);
             }
         }
     }
 
     /// The changes since the last checkpoint, or `None` when there are none. The caller
-    /// must commit it before rendering anything.
+    /// commits it, and only then hands its complete buckets ([`Delta::ready`]) to the
+    /// sinks: the engine keeps no window of a complete bucket.
     pub fn take_delta(&mut self) -> Option<Delta> {
         if !self.changed {
             return None;
@@ -575,13 +561,25 @@ impl Engine {
         }
         let closed_inserts = std::mem::take(&mut self.closed_inserts)
             .into_iter()
-            .filter_map(|s| self.closed.get(&s).map(|w| (s, StoredWindow::from(w))))
+            .filter_map(|s| self.closed.get(&s).map(|w| (s, w.clone())))
             .collect();
-        let rejected = std::mem::take(&mut self.rejected);
-        self.rejected_bytes = 0;
-        if !rejected.is_empty() {
-            self.pending_rejected.insert(seq, rejected.clone());
-        }
+        let mut ready_keys = std::mem::take(&mut self.new_ready);
+        ready_keys.sort_unstable();
+        let ready = ready_keys
+            .into_iter()
+            .map(|b| {
+                let starts: Vec<i64> = self
+                    .closed
+                    .range(b..b + BUCKET_SECS)
+                    .map(|(s, _)| *s)
+                    .collect();
+                let windows = starts
+                    .into_iter()
+                    .map(|s| (s, self.closed.remove(&s).expect("a window just listed")))
+                    .collect();
+                (b, windows)
+            })
+            .collect();
         Some(Delta {
             seq,
             partitions: self.partitions.iter().map(|(p, s)| (*p, *s)).collect(),
@@ -590,14 +588,12 @@ impl Engine {
             new_members,
             open_deletes: std::mem::take(&mut self.open_deletes),
             closed_inserts,
-            ready_buckets: std::mem::take(&mut self.new_ready),
-            rendered_buckets: std::mem::take(&mut self.rendered_buckets),
-            rejected,
-            rendered_rejected: std::mem::take(&mut self.rendered_rejected),
+            ready,
+            rejected: Vec::new(),
             closed_before: self.closed_before,
             counters: self.counters.clone(),
             source: None,
-            settings: Some(ResultSettings::from(&self.cfg)),
+            settings: None,
         })
     }
 
@@ -610,68 +606,7 @@ impl Engine {
         self.changed = true;
     }
 
-    /// Committed buckets whose files are due, with their windows in order.
-    pub fn ready_buckets(&self) -> Vec<(i64, Vec<(i64, &WindowAgg)>)> {
-        self.next_ready_buckets(usize::MAX)
-    }
-
-    /// The first `limit` of [`Engine::ready_buckets`]: one rendering step's worth, without
-    /// walking a large backlog on every step.
-    pub fn next_ready_buckets(&self, limit: usize) -> Vec<(i64, Vec<(i64, &WindowAgg)>)> {
-        self.ready
-            .iter()
-            .take(limit)
-            .map(|&b| {
-                let rows = self
-                    .closed
-                    .range(b..b + BUCKET_SECS)
-                    .map(|(s, w)| (*s, w))
-                    .collect();
-                (b, rows)
-            })
-            .collect()
-    }
-
-    pub fn mark_bucket_rendered(&mut self, bucket: i64) {
-        if self.ready.remove(&bucket) {
-            let starts: Vec<i64> = self
-                .closed
-                .range(bucket..bucket + BUCKET_SECS)
-                .map(|(s, _)| *s)
-                .collect();
-            for s in starts {
-                self.closed.remove(&s);
-            }
-            self.rendered_buckets.push(bucket);
-            self.counters.buckets_rendered += 1;
-            self.changed = true;
-        }
-    }
-
-    /// Whether committed files are still due (buckets or rejected records).
-    pub fn has_due(&self) -> bool {
-        !self.ready.is_empty() || !self.pending_rejected.is_empty()
-    }
-
-    /// Committed rejected records whose file is due, by checkpoint.
-    pub fn pending_rejected(&self) -> &BTreeMap<u64, Vec<RejectedRecord>> {
-        &self.pending_rejected
-    }
-
-    pub fn mark_rejected_rendered(&mut self, seq: u64) {
-        if self.pending_rejected.remove(&seq).is_some() {
-            self.rendered_rejected.push(seq);
-            self.changed = true;
-        }
-    }
-
-    /// About how many bytes the rejected records since the last checkpoint hold: a stream
-    /// of bad records must not grow memory with the checkpoint interval.
-    pub fn buffered_bytes(&self) -> usize {
-        self.rejected_bytes
-    }
-
-    /// Closed windows held for a bucket that is not rendered yet.
+    /// Closed windows held for a bucket that is not complete yet.
     pub fn closed_windows(&self) -> usize {
         self.closed.len()
     }
@@ -729,6 +664,28 @@ fn check_time(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::{Decoder, JsonInvoiceDecoder};
+    use crate::record::SourceRecord;
+
+    /// What the job does with a record (`job::Intake`), without keeping rejected records:
+    /// `Ok` if accepted, else the rejection.
+    fn process(e: &mut Engine, rec: SourceRecord<'_>) -> Option<Result<(), Rejection>> {
+        if !e.admit(rec.partition, rec.offset) {
+            return None;
+        }
+        let at = RecordAt {
+            partition: rec.partition,
+            offset: rec.offset,
+            timestamp_ms: rec.timestamp_ms,
+        };
+        let r = JsonInvoiceDecoder::default()
+            .decode(rec.value, rec.len())
+            .and_then(|inv| e.accept(at, &inv));
+        if let Err(rej) = &r {
+            e.count_rejected(rej.reason);
+        }
+        Some(r)
+    }
 
     fn rec(p: u32, off: i64, ts: &str) -> (u32, i64, String) {
         let v = format!(
@@ -741,14 +698,17 @@ mod tests {
         recs.iter()
             .map(|(p, o, v)| {
                 let before = e.counters().rejected;
-                let r = e.process(SourceRecord {
-                    partition: *p,
-                    offset: *o,
-                    timestamp_ms: None,
-                    value: v.as_bytes(),
-                    full_len: None,
-                });
-                if r.is_some() {
+                let r = process(
+                    e,
+                    SourceRecord {
+                        partition: *p,
+                        offset: *o,
+                        timestamp_ms: None,
+                        value: v.as_bytes(),
+                        full_len: None,
+                    },
+                );
+                if matches!(r, Some(Ok(()))) {
                     None
                 } else {
                     let after = e.counters().rejected;
@@ -822,7 +782,7 @@ mod tests {
         e.advance(None, &BTreeSet::from([1]));
         assert_eq!(e.open_windows().count(), 1);
         // No bucket is complete: 10:00..10:10 holds nothing past 10:09 yet but is not closed.
-        assert!(e.ready_buckets().is_empty());
+        assert!(e.take_delta().unwrap().ready.is_empty());
     }
 
     #[test]
@@ -863,14 +823,19 @@ mod tests {
         let ts =
             (crate::event_time::parse_timestamp("2020-09-18 10:00:00").unwrap() / 1_000_000) as i64;
         let r = |e: &mut Engine, off, ts| {
-            e.process(SourceRecord {
-                partition: 0,
-                offset: off,
-                timestamp_ms: ts,
-                value: v.as_bytes(),
-                full_len: None,
-            })
-            .is_some()
+            matches!(
+                process(
+                    e,
+                    SourceRecord {
+                        partition: 0,
+                        offset: off,
+                        timestamp_ms: ts,
+                        value: v.as_bytes(),
+                        full_len: None,
+                    },
+                ),
+                Some(Ok(()))
+            )
         };
         assert!(
             r(&mut e, 0, Some(ts)),
@@ -902,15 +867,11 @@ mod tests {
         assert!(e.take_delta().is_none(), "nothing changed");
         e.close_all();
         let d2 = e.take_delta().unwrap();
-        assert_eq!(d2.ready_buckets.len(), 2);
+        assert_eq!(d2.ready.len(), 2);
+        assert_eq!(d2.ready[0].1.len(), 1, "each bucket with its one window");
         assert_eq!(d2.closed_inserts.len(), 2);
         assert_eq!(d2.open_deletes.len(), 2);
-        let ready: Vec<i64> = e.ready_buckets().iter().map(|b| b.0).collect();
-        for b in ready {
-            e.mark_bucket_rendered(b);
-        }
-        let d3 = e.take_delta().unwrap();
-        assert_eq!(d3.rendered_buckets.len(), 2);
+        // The complete buckets are the sinks' now: the engine keeps none of their windows.
         assert_eq!(e.closed_windows(), 0);
         // After the end, a record for the closed range is refused, never reopening a file.
         let out = feed(&mut e, &[rec(0, 2, "2020-09-18 10:29:59")]);
@@ -942,12 +903,21 @@ mod tests {
             ],
         );
         assert_eq!(out, [None, None, None, Some(Reason::TooLarge), None, None]);
-        let d = e.take_delta().unwrap();
-        assert!(
-            d.rejected[0].message.contains("max_countries"),
-            "{:?}",
-            d.rejected
+        let (_, _, v) = rec_in(0, 5, "2020-09-18 10:00:06", "D");
+        let refused = process(
+            &mut e,
+            SourceRecord {
+                partition: 0,
+                offset: 5,
+                timestamp_ms: None,
+                value: v.as_bytes(),
+                full_len: None,
+            },
         );
+        let Some(Err(rej)) = refused else {
+            panic!("a fourth country was accepted: {refused:?}")
+        };
+        assert!(rej.message.contains("max_countries"), "{}", rej.message);
         // The refused invoice moved nothing: 10:00:04 is not M_0.
         assert_eq!(
             e.partitions()[&0].max_event_time,

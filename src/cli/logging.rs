@@ -2,12 +2,7 @@
 //! masked in every line.
 
 use super::*;
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Human,
-    Json,
-}
+pub use retail_kpi::ops::settings::LogFormat;
 
 /// Secret values of librdkafka properties, hidden in every log line and error message.
 pub static REDACTOR: OnceLock<Redactor> = OnceLock::new();

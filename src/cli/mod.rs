@@ -3,20 +3,20 @@
 //! that uses `anyhow`.
 
 use anyhow::Context;
-use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use retail_kpi::aggregate::EngineConfig;
 use retail_kpi::decode::invoice::Limits;
 use retail_kpi::event_time::NANOS_PER_SEC;
 use retail_kpi::job::{self, JobConfig, JobError};
 use retail_kpi::ops::metrics::{Metrics, MetricsError};
-use retail_kpi::ops::settings::{self as settings_file, FileSettings, Redactor, SettingsError};
+use retail_kpi::ops::settings::{
+    self as settings_file, FileSettings, LoggingFlags, Redactor, SettingsError,
+};
 use retail_kpi::source::file::FileSource;
 use retail_kpi::source::SourceMismatch;
 use retail_kpi::state::{StateError, Store};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -57,9 +57,9 @@ pub mod exit {
     about = "Exact sales KPIs per minute, from Kafka or JSON lines, exactly once"
 )]
 struct Cli {
-    /// Log format on standard error [default: human; `log_format` in the settings file].
-    #[arg(long, global = true, value_enum, env = "RETAIL_KPI_LOG_FORMAT")]
-    log_format: Option<LogFormat>,
+    // `--log-format`, global: declared with the logging settings.
+    #[command(flatten)]
+    logging: LoggingFlags,
     #[command(subcommand)]
     command: Command,
 }
@@ -121,7 +121,7 @@ pub fn main() -> ExitCode {
                 command: ConfigCommand::Check(r),
             },
             Some(m),
-        ) => match Settings::resolve(r, m) {
+        ) => match Settings::resolve(r, &cli.logging, m) {
             Ok(s) => Some(s),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -140,9 +140,10 @@ pub fn main() -> ExitCode {
         _ => Redactor::default(),
     };
     let _ = REDACTOR.set(redactor);
-    let format = cli
-        .log_format
-        .or(settings.as_ref().and_then(|s| s.log_format))
+    // With the settings, the flag has been merged with the settings file's value.
+    let format = settings
+        .as_ref()
+        .map_or(cli.logging.log_format, |s| s.logging.log_format)
         .unwrap_or(LogFormat::Human);
     init_logs(format);
     match dispatch(cli.command, settings) {

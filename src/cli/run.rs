@@ -2,6 +2,10 @@
 //! and runs it until it ends or is stopped.
 
 use super::*;
+use retail_kpi::ops::settings::{
+    AggregationSettings, LimitsSettings, MetricsSettings, Origin, SourceSettings,
+};
+use retail_kpi::source::kafka::{KafkaConfig, KafkaSource};
 
 pub fn run_job(s: Settings) -> anyhow::Result<()> {
     if s.file_exposes_secrets {
@@ -9,44 +13,20 @@ pub fn run_job(s: Settings) -> anyhow::Result<()> {
             "the settings file holds secrets and others than its owner may read it: chmod 600 it"
         );
     }
-    let mut cfg = JobConfig::new(s.out.clone(), s.state.clone());
-    cfg.engine = EngineConfig {
-        grace: s.grace.as_nanos() as i128,
-        max_future_skew: s.max_future_skew.as_nanos() as i128,
-        limits: Limits {
-            max_record_bytes: s.max_record_bytes,
-            max_items: s.max_items,
-        },
-        max_countries: s.max_countries,
-    };
-    cfg.checkpoint_interval = s.checkpoint_interval;
-    cfg.print_invoices = s.print_invoices;
-    cfg.metrics = serve_metrics(&s)?;
-    let mut source: Box<dyn retail_kpi::source::Source + Send> = match (&s.input, &s.brokers) {
-        (Some(input), _) => {
+    let mut cfg = job_config(&s);
+    cfg.metrics = serve_metrics(&s.metrics, s.origin("metrics_addr") == Origin::Default)?;
+    let mut source: Box<dyn retail_kpi::source::Source + Send> = match &s.source.input {
+        Some(input) => {
             let mut f = FileSource::open(input)?;
-            f.set_record_limit(s.max_record_bytes);
+            f.set_record_limit(s.limits.max_record_bytes);
             Box::new(f)
         }
-        (None, Some(brokers)) => {
-            let topic = s
-                .topic
-                .clone()
-                .expect("resolve requires a topic with brokers");
-            let mut k = retail_kpi::source::kafka::KafkaConfig::new(brokers, &topic);
-            k.until_end = s.until_end;
-            k.start = s.start;
-            k.idle_timeout = s.idle_timeout;
-            k.connect_timeout = s.connect_timeout;
-            k.on_data_loss = s.on_data_loss;
-            k.properties = s.kafka.clone().into_iter().collect();
-            if let Some(g) = &s.group_id {
-                k.group_id = g.clone();
-            }
-            cfg.close_at_end = s.close_at_end;
-            Box::new(retail_kpi::source::kafka::KafkaSource::connect(k).map_err(SourceFailure)?)
+        None => {
+            // A file run always closes every window at its end (JobConfig's default).
+            cfg.close_at_end = s.source.close_at_end;
+            let k = kafka_config(&s.source, &s.kafka);
+            Box::new(KafkaSource::connect(k).map_err(SourceFailure)?)
         }
-        (None, None) => unreachable!("resolve requires an input or brokers"),
     };
     let stop = stop_flag()?;
     let started = std::time::Instant::now();
@@ -65,6 +45,60 @@ pub fn run_job(s: Settings) -> anyhow::Result<()> {
         "run finished"
     );
     Ok(())
+}
+
+/// The job's settings: the output and checkpoint components, and the engine's.
+pub fn job_config(s: &Settings) -> JobConfig {
+    let (out, state) = (s.output.out.clone(), s.checkpoint.state.clone());
+    let mut cfg = JobConfig::new(
+        out.expect("resolve requires the output folder"),
+        state.expect("resolve requires the state folder"),
+    );
+    cfg.engine = engine_config(&s.aggregation);
+    cfg.limits = decoder_limits(&s.limits);
+    cfg.checkpoint_interval = s.checkpoint.checkpoint_interval.0;
+    cfg.print_invoices = s.output.print_invoices;
+    cfg
+}
+
+/// The engine's settings.
+pub fn engine_config(a: &AggregationSettings) -> EngineConfig {
+    EngineConfig {
+        grace: a.grace.0.as_nanos() as i128,
+        max_future_skew: a.max_future_skew.0.as_nanos() as i128,
+        max_countries: a.max_countries,
+    }
+}
+
+/// The decoder's limits on a record.
+pub fn decoder_limits(l: &LimitsSettings) -> Limits {
+    Limits {
+        max_record_bytes: l.max_record_bytes,
+        max_items: l.max_items,
+    }
+}
+
+/// The Kafka source's settings; `properties`: the `[kafka]` table with `-X` over it.
+pub fn kafka_config(src: &SourceSettings, properties: &BTreeMap<String, String>) -> KafkaConfig {
+    let brokers = src
+        .brokers
+        .as_deref()
+        .expect("resolve requires an input or brokers");
+    let topic = src
+        .topic
+        .as_deref()
+        .expect("resolve requires a topic with brokers");
+    let mut k = KafkaConfig::new(brokers, topic);
+    k.until_end = src.until.is_some();
+    k.start = src.start;
+    k.idle_timeout = src.idle_timeout.0;
+    k.connect_timeout = src.connect_timeout.0;
+    k.on_data_loss = src.on_data_loss;
+    k.properties = properties.clone().into_iter().collect();
+    if let Some(g) = &src.group_id {
+        k.group_id = g.clone();
+    }
+    k
 }
 
 /// How long a stopping job waits for its source to close.
@@ -90,17 +124,20 @@ pub fn close_within(source: Box<dyn retail_kpi::source::Source + Send>, limit: D
 /// Starts the metrics server. The default address may be taken (another job on the same
 /// host): then the job runs without metrics and says so; an address the operator chose
 /// must work.
-pub fn serve_metrics(s: &Settings) -> anyhow::Result<Option<Arc<Metrics>>> {
-    let Some(addr) = s.metrics_addr else {
+pub fn serve_metrics(
+    m: &MetricsSettings,
+    default_addr: bool,
+) -> anyhow::Result<Option<Arc<Metrics>>> {
+    let Some(addr) = m.metrics_addr.0 else {
         return Ok(None);
     };
-    let m = Arc::new(Metrics::new(s.ready_max_lag));
-    match retail_kpi::ops::metrics::serve(addr, Arc::clone(&m)) {
+    let metrics = Arc::new(Metrics::new(m.ready_max_lag));
+    match retail_kpi::ops::metrics::serve(addr, Arc::clone(&metrics)) {
         Ok(bound) => {
             tracing::info!("metrics on http://{bound}/metrics, health on /healthz and /readyz");
-            Ok(Some(m))
+            Ok(Some(metrics))
         }
-        Err(e) if e.is_addr_in_use() && s.origins.get("metrics_addr") == Some(&Origin::Default) => {
+        Err(e) if e.is_addr_in_use() && default_addr => {
             tracing::warn!("{e}; running without metrics");
             Ok(None)
         }

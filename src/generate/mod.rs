@@ -1303,19 +1303,8 @@ const BAD_TABLES: [(&[Edit], &str); 3] = [
 ];
 
 // ---------------------------------------------------------------------------------------
-// Calendar and timestamp parsing
+// Calendar, and timestamps read with the decoder's parser
 // ---------------------------------------------------------------------------------------
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
 
 /// The date of a day since 1970-01-01 (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -1331,82 +1320,19 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// A timestamp by SPEC §1, in ms since the epoch (a finer fraction is floored).
+/// A timestamp by SPEC §1, in ms since the epoch (a finer fraction is floored): the
+/// decoder's own parser, so that the generator never writes a time the job reads otherwise.
 fn parse_timestamp(b: &[u8]) -> Result<i64, &'static str> {
-    fn num(b: &[u8], at: usize, len: usize) -> Result<u32, &'static str> {
-        let digits = b.get(at..at + len).ok_or("too short")?;
-        digits.iter().try_fold(0u32, |acc, &c| {
-            if c.is_ascii_digit() {
-                Ok(acc * 10 + u32::from(c - b'0'))
-            } else {
-                Err("a digit is expected")
-            }
-        })
-    }
-    fn lit(b: &[u8], at: usize, allowed: &[u8]) -> Result<(), &'static str> {
-        match b.get(at) {
-            Some(c) if allowed.contains(c) => Ok(()),
-            Some(_) => Err("a separator is wrong"),
-            None => Err("too short"),
+    use crate::event_time::TimestampError;
+    let s = std::str::from_utf8(b).map_err(|_| "it is not UTF-8")?;
+    match crate::event_time::parse_timestamp(s) {
+        Ok(ns) => Ok(ns.div_euclid(1_000_000) as i64),
+        Err(TimestampError::Format) => {
+            Err("it is not of the form YYYY-MM-DD HH:MM:SS[.fraction][Z|±HH:MM]")
         }
+        Err(TimestampError::OutOfRange) => Err("the date or time of day does not exist"),
+        Err(TimestampError::YearOutOfRange) => Err("the year in UTC is outside 0000..9999"),
     }
-    let year = num(b, 0, 4)?;
-    lit(b, 4, b"-")?;
-    let month = num(b, 5, 2)?;
-    lit(b, 7, b"-")?;
-    let day = num(b, 8, 2)?;
-    lit(b, 10, b" Tt")?;
-    let hour = num(b, 11, 2)?;
-    lit(b, 13, b":")?;
-    let minute = num(b, 14, 2)?;
-    lit(b, 16, b":")?;
-    let second = num(b, 17, 2)?;
-    let mut at = 19;
-    let mut nanos = 0u32;
-    if b.get(at) == Some(&b'.') {
-        let digits = b[at + 1..]
-            .iter()
-            .take_while(|c| c.is_ascii_digit())
-            .count();
-        if !(1..=9).contains(&digits) {
-            return Err("the fraction must have 1 to 9 digits");
-        }
-        nanos = num(b, at + 1, digits)? * 10u32.pow(9 - digits as u32);
-        at += 1 + digits;
-    }
-    let offset_min = match &b[at..] {
-        [] | [b'Z'] | [b'z'] => 0,
-        [sign @ (b'+' | b'-'), ..] if b.len() == at + 6 => {
-            lit(b, at + 3, b":")?;
-            let (h, m) = (num(b, at + 1, 2)?, num(b, at + 4, 2)?);
-            if h > 23 || m > 59 {
-                return Err("the zone offset is out of range");
-            }
-            let off = i64::from(h * 60 + m);
-            if *sign == b'-' {
-                -off
-            } else {
-                off
-            }
-        }
-        _ => return Err("unexpected text after the time"),
-    };
-    if !(1..=12).contains(&month) || day == 0 {
-        return Err("the date does not exist");
-    }
-    let days = days_from_civil(i64::from(year), month, day);
-    if civil_from_days(days) != (i64::from(year), month, day) {
-        return Err("the date does not exist");
-    }
-    if hour > 23 || minute > 59 || second > 59 {
-        return Err("the time of day is out of range");
-    }
-    let secs = days * 86_400 + i64::from(hour * 3_600 + minute * 60 + second) - offset_min * 60;
-    let ms = secs * 1_000 + i64::from(nanos / 1_000_000);
-    if !(MIN_EVENT_MS..=MAX_EVENT_MS).contains(&ms) {
-        return Err("the year in UTC is outside 0000..9999");
-    }
-    Ok(ms)
 }
 
 #[cfg(test)]

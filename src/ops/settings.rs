@@ -1,8 +1,10 @@
-//! The settings file (`--config FILE`, TOML) and the rules that keep secrets out of sight.
-//!
-//! Precedence is flag, then `RETAIL_KPI_*` environment, then this file, then the built-in
-//! default; the binary merges them (it knows which flags were given). Keys are the long
-//! flag names with `_` for `-`; librdkafka properties go in a `[kafka]` table:
+//! The settings of a run, one struct per component, each setting declared once (below, in
+//! `settings!`): its doc comment (the `--help` text), flag, `RETAIL_KPI_*` variable and
+//! default (clap's `#[arg]`), settings-file key (the field's name) and type. Precedence is
+//! flag, then environment, then the settings file, then the default, merged in one place
+//! ([`Layers::pick`]); the binary adds `--config` and `-X` and shows the result
+//! (`config check`). The settings file is TOML, with a `[kafka]` table of librdkafka
+//! properties:
 //!
 //! ```toml
 //! brokers = "broker1:9092,broker2:9092"
@@ -17,10 +19,211 @@
 //! "sasl.username" = "retail-kpi"
 //! "sasl.password" = "..."
 //! ```
+//!
+//! A new setting is one field in one struct below; a new kind of value (beside numbers,
+//! text, paths, durations, names) is one [`Setting`] impl in `settings/value.rs`.
 
+#[macro_use]
+mod layer;
+mod value;
+
+pub use layer::{missing, Layers, Origin, Origins};
+pub use value::{
+    duration, parse_metrics_addr, toml_string, AtMost, ClientDuration, EventDuration, LogFormat,
+    MetricsAddr, Setting, Until, MAX_CLIENT_DURATION, MAX_EVENT_DURATION,
+};
+
+use crate::aggregate::DEFAULT_MAX_COUNTRIES;
+use crate::source::kafka::{OnDataLoss, StartAt};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+settings! {
+    /// Where the records come from: a JSON-lines file (or standard input) or a Kafka topic.
+    /// The topic's librdkafka properties (`-X`, `[kafka]`) are merged by the binary.
+    pub struct SourceSettings(SourceFlags) {
+        /// JSON-lines input; `-` reads standard input.
+        #[arg(long, env = "RETAIL_KPI_INPUT")]
+        pub input: Option<PathBuf>,
+        /// Kafka bootstrap servers (HOST:PORT[,HOST:PORT...]); needs --topic.
+        #[arg(long, env = "RETAIL_KPI_BROKERS")]
+        pub brokers: Option<String>,
+        /// Kafka topic to read.
+        #[arg(long, env = "RETAIL_KPI_TOPIC")]
+        pub topic: Option<String>,
+        /// `end`: a bounded run up to the end offsets found at start (Kafka only).
+        #[arg(long, value_enum, env = "RETAIL_KPI_UNTIL")]
+        pub until: Option<Until>,
+        /// With `--until end`: close every window at the end (a backfill).
+        #[arg(long, action = clap::ArgAction::SetTrue)]
+        pub close_at_end: bool,
+        /// Where a partition without a committed offset starts.
+        #[arg(long, value_enum, default_value = "earliest", env = "RETAIL_KPI_START")]
+        pub start: StartAt,
+        /// SPEC §4 idle timeout.
+        #[arg(long, default_value = "60s", value_parser = duration, env = "RETAIL_KPI_IDLE_TIMEOUT")]
+        pub idle_timeout: ClientDuration,
+        /// Consumer group under which offsets are committed for lag monitoring only.
+        #[arg(long, env = "RETAIL_KPI_GROUP_ID")]
+        pub group_id: Option<String>,
+        /// Longest wait at start for the brokers to give the topic's metadata; then exit 5.
+        #[arg(long, default_value = "30s", value_parser = duration, env = "RETAIL_KPI_CONNECT_TIMEOUT")]
+        pub connect_timeout: ClientDuration,
+        /// Records gone from the brokers before the job read them (retention, deletion, a
+        /// topic created again): `fail` stops with exit 5; `continue` writes each gap to
+        /// <out>/gaps/ and goes on from the earliest offset the brokers have.
+        #[arg(long, value_enum, default_value = "fail", env = "RETAIL_KPI_ON_DATA_LOSS")]
+        pub on_data_loss: OnDataLoss,
+    }
+
+    /// What the job writes: the KPI files, and the per-invoice summary.
+    pub struct OutputSettings(OutputFlags) {
+        /// Folder of the output files.
+        #[arg(long, env = "RETAIL_KPI_OUT")]
+        pub out: Option<PathBuf>,
+        /// Print the per-invoice summary (invoice_no, country, timestamp, total_cost,
+        /// total_items, is_order, is_return) as JSON lines on standard output.
+        #[arg(long, action = clap::ArgAction::SetTrue)]
+        pub print_invoices: bool,
+    }
+
+    /// The state store and how often a checkpoint is committed to it.
+    pub struct CheckpointSettings(CheckpointFlags) {
+        /// Folder of the state store (RocksDB).
+        #[arg(long, env = "RETAIL_KPI_STATE")]
+        pub state: Option<PathBuf>,
+        /// Time between checkpoints.
+        #[arg(long, default_value = "1s", value_parser = duration, env = "RETAIL_KPI_CHECKPOINT_INTERVAL")]
+        pub checkpoint_interval: ClientDuration,
+    }
+
+    /// Event-time aggregation: lateness, skew, and the bound on countries per window
+    /// (result settings: the store records them).
+    pub struct AggregationSettings(AggregationFlags) {
+        /// Grace for late invoices.
+        #[arg(long, default_value = "60s", value_parser = duration, env = "RETAIL_KPI_GRACE")]
+        pub grace: EventDuration,
+        /// Largest lead of an event time over its broker timestamp.
+        #[arg(long, default_value = "1h", value_parser = duration, env = "RETAIL_KPI_MAX_FUTURE_SKEW")]
+        pub max_future_skew: EventDuration,
+        /// Most distinct countries one partition may bring into one window; an invoice that
+        /// would add one more is rejected as too_large (the default is four times the ISO
+        /// 3166 list: no real shop nears it, and made-up names cannot grow a window for ever).
+        #[arg(long, default_value = default_text!(DEFAULT_MAX_COUNTRIES), env = "RETAIL_KPI_MAX_COUNTRIES")]
+        pub max_countries: usize,
+    }
+
+    /// The decoder's limits on a record (SPEC §7; result settings).
+    pub struct LimitsSettings(LimitsFlags) {
+        /// Largest record value, bytes.
+        #[arg(long, default_value = "1048576", env = "RETAIL_KPI_MAX_RECORD_BYTES")]
+        pub max_record_bytes: usize,
+        /// Most items in one invoice.
+        #[arg(long, default_value = "10000", env = "RETAIL_KPI_MAX_ITEMS")]
+        pub max_items: u64,
+    }
+
+    /// The metrics and health endpoints.
+    pub struct MetricsSettings(MetricsFlags) {
+        /// Address of /metrics, /healthz and /readyz (HOST:PORT; port 0 picks a free one and
+        /// logs it); `off` serves nothing.
+        #[arg(long, default_value = "127.0.0.1:9898", env = "RETAIL_KPI_METRICS_ADDR")]
+        pub metrics_addr: MetricsAddr,
+        /// /readyz answers 503 while more records than this are left to read (Kafka).
+        #[arg(long, default_value = "10000", env = "RETAIL_KPI_READY_MAX_LAG")]
+        pub ready_max_lag: u64,
+    }
+
+    /// The log lines on standard error. Every command takes these flags (global); the
+    /// settings file adds to them for `run` and `config check`.
+    pub struct LoggingSettings(LoggingFlags) {
+        /// Log format on standard error [default: human; `log_format` in the settings file].
+        #[arg(long, global = true, value_enum, env = "RETAIL_KPI_LOG_FORMAT")]
+        pub log_format: Option<LogFormat>,
+    }
+}
+
+impl SourceSettings {
+    /// The rules between the source's settings, once each is resolved.
+    pub fn check(&self, origins: &Origins) -> Result<(), SettingsError> {
+        let origin = |key: &str| origins.get(key).copied().unwrap_or(Origin::Default);
+        let invalid = |key: &str, message: String| SettingsError::Invalid {
+            key: key.into(),
+            origin: origin(key).name().into(),
+            message,
+        };
+        match (&self.input, &self.brokers) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "input",
+                    format!(
+                        "both an input file and brokers are set (input from the {}, brokers from the {}); a run reads one source",
+                        origin("input").name(),
+                        origin("brokers").name()
+                    ),
+                ))
+            }
+            (None, None) => {
+                return Err(SettingsError::Missing(
+                    "no source: give --input FILE (`-` for standard input) or --brokers HOST:PORT with --topic, as flags, RETAIL_KPI_INPUT / RETAIL_KPI_BROKERS, or in the settings file".into(),
+                ))
+            }
+            (None, Some(_)) if self.topic.is_none() => {
+                return Err(missing::<SourceFlags>("topic", "the topic"))
+            }
+            _ => {}
+        }
+        if self.until.is_some() && self.brokers.is_none() {
+            return Err(invalid(
+                "until",
+                "`until = end` bounds a Kafka run; a file run always ends at its last line".into(),
+            ));
+        }
+        if self.close_at_end && self.until.is_none() {
+            return Err(invalid(
+                "close_at_end",
+                "close_at_end needs `until = end` (a live run never ends)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl OutputSettings {
+    pub fn check(&self) -> Result<(), SettingsError> {
+        match self.out {
+            Some(_) => Ok(()),
+            None => Err(missing::<OutputFlags>("out", "the output folder")),
+        }
+    }
+}
+
+impl CheckpointSettings {
+    pub fn check(&self) -> Result<(), SettingsError> {
+        match self.state {
+            Some(_) => Ok(()),
+            None => Err(missing::<CheckpointFlags>("state", "the state folder")),
+        }
+    }
+}
+
+impl AggregationSettings {
+    pub fn check(&self, origins: &Origins) -> Result<(), SettingsError> {
+        if self.max_countries == 0 {
+            return Err(SettingsError::Invalid {
+                key: "max_countries".into(),
+                origin: origins
+                    .get("max_countries")
+                    .copied()
+                    .unwrap_or(Origin::Default)
+                    .name()
+                    .into(),
+                message: "0 would refuse every invoice; give at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
 
 /// What a masked secret is printed as.
 pub const MASK: &str = "********";
@@ -149,37 +352,6 @@ impl std::fmt::Display for PropertyValue {
     }
 }
 
-/// The settings file of `run` and `config check`. Every key is optional; unknown keys are
-/// refused, so that a misspelt setting is an error rather than silently ignored.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSettings {
-    pub input: Option<PathBuf>,
-    pub brokers: Option<String>,
-    pub topic: Option<String>,
-    pub until: Option<String>,
-    pub close_at_end: Option<bool>,
-    pub start: Option<String>,
-    pub idle_timeout: Option<String>,
-    pub group_id: Option<String>,
-    pub connect_timeout: Option<String>,
-    pub on_data_loss: Option<String>,
-    pub out: Option<PathBuf>,
-    pub state: Option<PathBuf>,
-    pub grace: Option<String>,
-    pub checkpoint_interval: Option<String>,
-    pub max_future_skew: Option<String>,
-    pub max_record_bytes: Option<usize>,
-    pub max_items: Option<u64>,
-    pub max_countries: Option<usize>,
-    pub print_invoices: Option<bool>,
-    pub metrics_addr: Option<String>,
-    pub ready_max_lag: Option<u64>,
-    pub log_format: Option<String>,
-    #[serde(default)]
-    pub kafka: BTreeMap<String, PropertyValue>,
-}
-
 impl FileSettings {
     pub fn load(path: &Path) -> Result<FileSettings, SettingsError> {
         let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
@@ -291,5 +463,57 @@ close_at_end = true
         let e = FileSettings::parse(Path::new("t.toml"), "gracee = \"1s\"\n").unwrap_err();
         assert!(e.to_string().contains("gracee"), "{e}");
         assert!(!e.to_string().contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn a_flag_wins_over_the_file_and_the_file_over_the_default() {
+        use clap::{Args, FromArgMatches};
+        use std::time::Duration;
+        let m = AggregationFlags::augment_args(clap::Command::new("t"))
+            .try_get_matches_from(["t", "--grace", "10s"])
+            .unwrap();
+        let flags = AggregationFlags::from_arg_matches(&m).unwrap();
+        let file = FileSettings::parse(
+            Path::new("t.toml"),
+            "grace = \"30s\"\nmax_future_skew = \"2h\"\n",
+        )
+        .unwrap();
+        let mut layers = Layers::new(&m);
+        let a = AggregationSettings::resolve(&flags, &file, &mut layers).unwrap();
+        assert_eq!(a.grace.0, Duration::from_secs(10));
+        assert_eq!(a.max_future_skew.0, Duration::from_secs(7200));
+        assert_eq!(a.max_countries, DEFAULT_MAX_COUNTRIES);
+        assert_eq!(layers.origins["grace"], Origin::Flag);
+        assert_eq!(layers.origins["max_future_skew"], Origin::File);
+        assert_eq!(layers.origins["max_countries"], Origin::Default);
+        assert!(layers.in_file.contains("grace") && !layers.in_file.contains("max_countries"));
+        assert_eq!(
+            a.shown(),
+            vec![
+                ("grace", Some("\"10s\"".to_owned())),
+                ("max_future_skew", Some("\"2h\"".to_owned())),
+                ("max_countries", Some(DEFAULT_MAX_COUNTRIES.to_string())),
+            ]
+        );
+
+        // A bad file value under a flag is never read; one that is used names the file.
+        let bad = FileSettings::parse(
+            Path::new("t.toml"),
+            "grace = \"soon\"\nmax_future_skew = \"4000days\"\n",
+        )
+        .unwrap();
+        let e = AggregationSettings::resolve(&flags, &bad, &mut Layers::new(&m)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "setting `max_future_skew` (settings file): 10years 11months 12days 15h 50m 24s is more than the most this setting takes, 3650 days"
+        );
+    }
+
+    #[test]
+    fn a_missing_setting_names_its_flag_variable_and_key() {
+        assert_eq!(
+            missing::<OutputFlags>("out", "the output folder").to_string(),
+            "the output folder is not set: give --out, set RETAIL_KPI_OUT, or set `out` in the settings file (--config)"
+        );
     }
 }

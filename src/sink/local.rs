@@ -7,24 +7,16 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("cannot write {path}: {source}; check free space and permissions of the output folder, then restart (the checkpoint is intact and the file is written again)")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("{path} already exists with other bytes than this job computed; the output folder holds another run's files: give the job its own --out folder")]
-    Conflict { path: PathBuf },
-}
-
-/// What happened to one file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Written {
-    New,
-    /// Present already with the same bytes: a restart between rename and its record.
-    AlreadyThere,
-}
+use super::Committer;
+pub use super::{SinkError, Written};
 
 pub struct FileSink {
     root: PathBuf,
+    /// Staged and not committed: temporary file and final path, or `None` for an object
+    /// that was there already with the same bytes.
+    staged: Vec<Option<(PathBuf, PathBuf)>>,
+    /// Folders the staged files go to, each synced once at commit.
+    dirs: Vec<PathBuf>,
 }
 
 /// The folders below the root that the job writes.
@@ -64,16 +56,11 @@ impl FileSink {
                 );
             }
         }
-        Ok(FileSink { root: root.into() })
-    }
-
-    /// Writes `rel` atomically unless a file of that name is there already, whatever it
-    /// holds (a gap found again after a restart keeps its first record).
-    pub fn write_if_absent(&self, rel: &str, bytes: &[u8]) -> Result<Written, SinkError> {
-        if self.root.join(rel).exists() {
-            return Ok(Written::AlreadyThere);
-        }
-        self.write(rel, bytes)
+        Ok(FileSink {
+            root: root.into(),
+            staged: Vec::new(),
+            dirs: Vec::new(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -81,59 +68,70 @@ impl FileSink {
     }
 
     /// Writes `rel` (a path below the root made by this crate) with `bytes`, atomically.
-    pub fn write(&self, rel: &str, bytes: &[u8]) -> Result<Written, SinkError> {
-        Ok(self.write_batch(&[(rel.to_owned(), bytes.to_vec())])?[0])
+    pub fn write(&mut self, rel: &str, bytes: &[u8]) -> Result<Written, SinkError> {
+        self.stage(rel, bytes)?;
+        Ok(self.commit()?[0])
+    }
+}
+
+/// Each object is a file, written atomically: staging writes and syncs a temporary file
+/// beside it; committing renames every staged file into place, then syncs each folder
+/// touched once. A checkpoint that completes many buckets (a backfill) pays one folder
+/// sync per folder instead of one per file; each file is either absent or complete.
+impl Committer for FileSink {
+    fn stage(&mut self, rel: &str, bytes: &[u8]) -> Result<(), SinkError> {
+        let path = self.root.join(rel);
+        let io_err = |source| SinkError::Io {
+            path: path.clone(),
+            source,
+        };
+        match fs::read(&path) {
+            Ok(existing) if existing == *bytes => {
+                self.staged.push(None);
+                return Ok(());
+            }
+            Ok(_) => return Err(SinkError::Conflict { path }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        let dir = path
+            .parent()
+            .expect("a relative path below the root has a parent");
+        if !self.dirs.iter().any(|d| d == dir) {
+            fs::create_dir_all(dir).map_err(io_err)?;
+            self.dirs.push(dir.to_owned());
+        }
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            path.file_name().expect("a file name").to_string_lossy()
+        ));
+        let mut f = open_new_0644(&tmp).map_err(io_err)?;
+        f.write_all(bytes).map_err(io_err)?;
+        f.sync_all().map_err(io_err)?;
+        self.staged.push(Some((tmp, path)));
+        Ok(())
     }
 
-    /// Writes several files, each atomically: every temporary file is written and synced,
-    /// then each is renamed into place, then each folder touched is synced once. A
-    /// checkpoint that completes many buckets (a backfill) pays one folder sync per folder
-    /// instead of one per file; each file is still either absent or complete.
-    pub fn write_batch(&self, files: &[(String, Vec<u8>)]) -> Result<Vec<Written>, SinkError> {
-        let mut outcome = Vec::with_capacity(files.len());
-        let mut pending: Vec<(PathBuf, PathBuf)> = Vec::new();
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        for (rel, bytes) in files {
-            let path = self.root.join(rel);
-            let io_err = |source| SinkError::Io {
-                path: path.clone(),
-                source,
-            };
-            match fs::read(&path) {
-                Ok(existing) if existing == *bytes => {
-                    outcome.push(Written::AlreadyThere);
-                    continue;
-                }
-                Ok(_) => return Err(SinkError::Conflict { path }),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(e)),
-            }
-            let dir = path
-                .parent()
-                .expect("a relative path below the root has a parent");
-            if !dirs.iter().any(|d| d == dir) {
-                fs::create_dir_all(dir).map_err(io_err)?;
-                dirs.push(dir.to_owned());
-            }
-            let tmp = dir.join(format!(
-                ".{}.tmp",
-                path.file_name().expect("a file name").to_string_lossy()
-            ));
-            let mut f = open_new_0644(&tmp).map_err(io_err)?;
-            f.write_all(bytes).map_err(io_err)?;
-            f.sync_all().map_err(io_err)?;
-            pending.push((tmp, path));
-            outcome.push(Written::New);
-        }
+    fn commit(&mut self) -> Result<Vec<Written>, SinkError> {
+        let staged = std::mem::take(&mut self.staged);
+        let dirs = std::mem::take(&mut self.dirs);
         crate::failpoint!("sink.after_tmp_before_rename");
-        for (i, (tmp, path)) in pending.iter().enumerate() {
-            if i > 0 {
+        let mut outcome = Vec::with_capacity(staged.len());
+        let mut renamed = 0;
+        for s in staged {
+            let Some((tmp, path)) = s else {
+                outcome.push(Written::AlreadyThere);
+                continue;
+            };
+            if renamed > 0 {
                 crate::failpoint!("render.between_files");
             }
-            fs::rename(tmp, path).map_err(|source| SinkError::Io {
+            fs::rename(&tmp, &path).map_err(|source| SinkError::Io {
                 path: path.clone(),
                 source,
             })?;
+            renamed += 1;
+            outcome.push(Written::New);
         }
         for dir in &dirs {
             File::open(dir)
@@ -144,6 +142,10 @@ impl FileSink {
                 })?;
         }
         Ok(outcome)
+    }
+
+    fn exists(&self, rel: &str) -> Result<bool, SinkError> {
+        Ok(self.root.join(rel).exists())
     }
 }
 
@@ -183,7 +185,7 @@ mod tests {
     #[test]
     fn writes_once_and_refuses_other_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let s = FileSink::new(dir.path()).unwrap();
+        let mut s = FileSink::new(dir.path()).unwrap();
         assert_eq!(s.write("time_kpi/a.json", b"x\n").unwrap(), Written::New);
         assert_eq!(
             s.write("time_kpi/a.json", b"x\n").unwrap(),
@@ -213,10 +215,10 @@ mod tests {
     #[test]
     fn a_batch_writes_every_file_and_skips_identical_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let s = FileSink::new(dir.path()).unwrap();
+        let mut s = FileSink::new(dir.path()).unwrap();
         s.write("a/1.json", b"one\n").unwrap();
         let got = s
-            .write_batch(&[
+            .write_all(&[
                 ("a/1.json".into(), b"one\n".to_vec()),
                 ("a/2.json".into(), b"two\n".to_vec()),
                 ("b/3.json".into(), b"three\n".to_vec()),
@@ -224,7 +226,7 @@ mod tests {
             .unwrap();
         assert_eq!(got, [Written::AlreadyThere, Written::New, Written::New]);
         assert_eq!(fs::read(dir.path().join("b/3.json")).unwrap(), b"three\n");
-        let conflict = s.write_batch(&[("a/2.json".into(), b"other\n".to_vec())]);
+        let conflict = s.write_all(&[("a/2.json".into(), b"other\n".to_vec())]);
         assert!(matches!(conflict, Err(SinkError::Conflict { .. })));
     }
 
@@ -234,7 +236,7 @@ mod tests {
     #[test]
     fn a_link_at_the_temporary_name_is_never_written_through() {
         let dir = tempfile::tempdir().unwrap();
-        let s = FileSink::new(dir.path()).unwrap();
+        let mut s = FileSink::new(dir.path()).unwrap();
         let victim = dir.path().join("victim");
         fs::write(&victim, b"precious").unwrap();
         fs::create_dir_all(dir.path().join("time_kpi")).unwrap();
@@ -277,7 +279,7 @@ mod tests {
     #[test]
     fn a_stale_temporary_file_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        let s = FileSink::new(dir.path()).unwrap();
+        let mut s = FileSink::new(dir.path()).unwrap();
         fs::create_dir_all(dir.path().join("d")).unwrap();
         fs::write(dir.path().join("d/.f.json.tmp"), b"half").unwrap();
         s.write("d/f.json", b"whole\n").unwrap();

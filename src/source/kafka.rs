@@ -208,34 +208,6 @@ struct Ends {
     end: i64,
 }
 
-/// The part of librdkafka's statistics JSON the lag needs; the rest is skipped.
-#[derive(serde::Deserialize)]
-struct Stats {
-    #[serde(default)]
-    topics: std::collections::HashMap<String, TopicStats>,
-}
-
-#[derive(serde::Deserialize)]
-struct TopicStats {
-    #[serde(default)]
-    partitions: std::collections::HashMap<String, PartitionStats>,
-}
-
-#[derive(serde::Deserialize)]
-struct PartitionStats {
-    partition: i32,
-    lo_offset: i64,
-    hi_offset: i64,
-    /// The last stable offset: the end under `isolation.level=read_committed`, librdkafka's
-    /// default; equal to the high watermark without transactions.
-    #[serde(default = "unknown_offset")]
-    ls_offset: i64,
-}
-
-fn unknown_offset() -> i64 {
-    -1
-}
-
 /// Records left in a partition: from the next offset to read (or where a partition never
 /// read starts) to its end; `None` while the end is not known.
 fn partition_lag(next: Option<i64>, ends: Ends, start: StartAt) -> Option<u64> {
@@ -279,20 +251,17 @@ impl ClientContext for OutageContext {
     fn log(&self, _level: RDKafkaLogLevel, fac: &str, msg: &str) {
         tracing::debug!(target: "librdkafka", "{fac}: {msg}");
     }
-    fn stats_raw(&self, statistics: &[u8]) {
-        let stats: Stats = match serde_json::from_slice(statistics) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!("librdkafka statistics not understood: {e}");
-                return;
-            }
-        };
+    /// librdkafka's statistics, decoded by rdkafka: each partition's lowest offset and the
+    /// end a consumer can read to, for the lag.
+    fn stats(&self, stats: rdkafka::Statistics) {
         let Some(t) = stats.topics.get(&self.topic) else {
             return;
         };
         let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
         // Partition -1 holds messages not yet assigned to a partition.
         for p in t.partitions.values().filter(|p| p.partition >= 0) {
+            // The last stable offset is the end under `isolation.level=read_committed`,
+            // librdkafka's default; equal to the high watermark without transactions.
             let end = if p.ls_offset >= 0 {
                 p.ls_offset
             } else {
@@ -1054,13 +1023,46 @@ mod tests {
             topic: "inv".into(),
             ..OutageContext::default()
         };
-        ctx.stats_raw(
-            br#"{"name":"c","topics":{"inv":{"topic":"inv","partitions":{
-                "0":{"partition":0,"lo_offset":0,"hi_offset":100,"ls_offset":90,"app_offset":7},
-                "1":{"partition":1,"lo_offset":-1,"hi_offset":-1,"ls_offset":-1},
-                "-1":{"partition":-1,"lo_offset":-1,"hi_offset":-1,"ls_offset":-1}}},
-                "other":{"partitions":{"5":{"partition":5,"lo_offset":0,"hi_offset":9,"ls_offset":9}}}}}"#,
-        );
+        let part = |partition, lo_offset, hi_offset, ls_offset| {
+            (
+                partition,
+                rdkafka::statistics::Partition {
+                    partition,
+                    lo_offset,
+                    hi_offset,
+                    ls_offset,
+                    app_offset: 7,
+                    ..Default::default()
+                },
+            )
+        };
+        let topic = |name: &str, parts: Vec<(i32, rdkafka::statistics::Partition)>| {
+            (
+                name.to_owned(),
+                rdkafka::statistics::Topic {
+                    topic: name.to_owned(),
+                    partitions: parts.into_iter().collect(),
+                    ..Default::default()
+                },
+            )
+        };
+        ctx.stats(rdkafka::Statistics {
+            name: "c".into(),
+            topics: [
+                topic(
+                    "inv",
+                    vec![
+                        part(0, 0, 100, 90),
+                        part(1, -1, -1, -1),
+                        part(-1, -1, -1, -1),
+                    ],
+                ),
+                topic("other", vec![part(5, 0, 9, 9)]),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        });
         let ends = ctx.ends.lock().unwrap();
         assert_eq!(*ends, BTreeMap::from([(0, Ends { low: 0, end: 90 })]));
     }

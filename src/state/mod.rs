@@ -28,12 +28,9 @@
 //! beside it; a store from a newer build, someone else's store or a damaged one is refused
 //! and left exactly as it was.
 
-use crate::aggregate::partial::{Agg, StoredWindow};
-use crate::aggregate::{Counters, Delta, PartitionState, Restored};
-use crate::record::{Reason, RejectedRecord};
+use crate::aggregate::{Delta, Restored};
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
-use serde::{de::DeserializeOwned, Serialize};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::mem::ManuallyDrop;
@@ -43,13 +40,16 @@ use std::path::{Path, PathBuf};
 pub mod migrations;
 use migrations::{Migration, MigrationError, MigrationStore, MIGRATIONS};
 
-pub const CF_META: &str = "meta";
-pub const CF_PARTITIONS: &str = "partitions";
-pub const CF_OPEN: &str = "open_windows";
-pub const CF_CLOSED: &str = "closed_windows";
-pub const CF_READY: &str = "ready_buckets";
-pub const CF_REJECTED: &str = "rejected";
-pub const CF_MEMBERS: &str = "window_countries";
+pub mod schema;
+pub mod tables;
+
+pub use schema::{
+    decode_i64, encode_i64, StoredAgg, StoredRejectedV1, StoredRejectedV2, CF_CLOSED, CF_MEMBERS,
+    CF_META, CF_OPEN, CF_PARTITIONS, CF_READY, CF_REJECTED,
+};
+use schema::{Batch, MetaEntry, Op};
+use tables::{Backend, Fault};
+pub use tables::{Delivered, MemoryStore};
 pub const COLUMN_FAMILIES: [&str; 7] = [
     CF_META,
     CF_PARTITIONS,
@@ -70,20 +70,12 @@ pub const LOCK_FILE: &str = "retail-kpi.lock";
 /// be behind the store, never ahead, so it never refuses a sound store.
 pub const CHECKPOINT_MARK_FILE: &str = "retail-kpi.checkpoint";
 
-const KEY_SCHEMA: &[u8] = b"schema_version";
-const KEY_SEQ: &[u8] = b"checkpoint_seq";
-const KEY_CLOSED_BEFORE: &[u8] = b"closed_before";
-/// `source` and `settings` are JSON, not bincode: named fields, so that a setting added
-/// later reads as absent from an older store instead of making its value unreadable.
-const KEY_SOURCE: &[u8] = b"source";
-const KEY_SETTINGS: &[u8] = b"settings";
-const COUNTER_PREFIX: &str = "counter/";
+const KEY_SCHEMA: &[u8] = MetaEntry::SCHEMA.as_bytes();
+const KEY_SEQ: &[u8] = MetaEntry::SEQ.as_bytes();
 
 /// The schema this build writes: the last migration's. A store with a larger number was
 /// written by a newer build.
 pub const SCHEMA_VERSION: u32 = migrations::LATEST;
-/// Format byte ahead of every bincode value.
-const VALUE_FORMAT: u8 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -148,205 +140,6 @@ pub enum StateError {
         source: std::io::Error,
     },
 }
-
-/// Encodes an `i64` so that byte order is numeric order.
-pub fn encode_i64(v: i64) -> [u8; 8] {
-    ((v as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-pub fn decode_i64(b: &[u8]) -> Option<i64> {
-    let a: [u8; 8] = b.try_into().ok()?;
-    Some((u64::from_be_bytes(a) ^ (1 << 63)) as i64)
-}
-
-fn rejected_key(seq: u64, index: u32) -> [u8; 12] {
-    let mut k = [0u8; 12];
-    k[..8].copy_from_slice(&seq.to_be_bytes());
-    k[8..].copy_from_slice(&index.to_be_bytes());
-    k
-}
-
-fn encode_value<T: Serialize>(v: &T) -> Vec<u8> {
-    encode_as(VALUE_FORMAT, v)
-}
-
-fn json<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("serialising to a Vec cannot fail")
-}
-
-/// A format byte, then `v` in bincode.
-fn encode_as<T: Serialize>(format: u8, v: &T) -> Vec<u8> {
-    let mut out = vec![format];
-    bincode::serialize_into(&mut out, v).expect("serialising to a Vec cannot fail");
-    out
-}
-
-/// A rejected record as builds before the record limit cut (format byte 1) stored it.
-#[derive(Serialize, serde::Deserialize)]
-pub struct StoredRejectedV1 {
-    pub topic: String,
-    pub partition: u32,
-    pub offset: i64,
-    pub reason: Reason,
-    pub message: String,
-    pub raw: Vec<u8>,
-}
-
-/// A rejected record as this build stores it (format byte 2): `raw` may be the start of
-/// the record only, `raw_len` its whole length.
-#[derive(Serialize, serde::Deserialize)]
-pub struct StoredRejectedV2 {
-    pub topic: String,
-    pub partition: u32,
-    pub offset: i64,
-    pub reason: Reason,
-    pub message: String,
-    pub raw: Vec<u8>,
-    pub raw_len: u64,
-}
-
-const REJECTED_FORMAT_V2: u8 = 2;
-
-/// The sums of a window row as stored (format byte 2, schema 3), apart from the live
-/// [`Agg`] so that a field added there cannot change what is stored.
-#[derive(Serialize, serde::Deserialize)]
-pub struct StoredAgg {
-    pub opm: u64,
-    pub orders: u64,
-    pub returns: u64,
-    pub total_items: u128,
-    pub volume: i128,
-}
-
-const ROW_FORMAT: u8 = 2;
-
-fn encode_row(a: &Agg) -> Vec<u8> {
-    let v = StoredAgg {
-        opm: a.opm,
-        orders: a.orders,
-        returns: a.returns,
-        total_items: a.total_items,
-        volume: a.volume.0,
-    };
-    encode_as(ROW_FORMAT, &v)
-}
-
-fn decode_row(b: &[u8]) -> Result<Agg, String> {
-    match b.split_first() {
-        Some((&ROW_FORMAT, body)) => {
-            let v: StoredAgg = bincode::deserialize(body).map_err(|e| e.to_string())?;
-            Ok(Agg {
-                opm: v.opm,
-                orders: v.orders,
-                returns: v.returns,
-                total_items: v.total_items,
-                volume: crate::money::Money(v.volume),
-            })
-        }
-        Some((f, _)) => Err(format!("unknown window row format {f}")),
-        None => Err("empty value".into()),
-    }
-}
-
-/// A row's key: the window, then the country's bytes (none for the world row).
-fn row_key(window: i64, country: &str) -> Vec<u8> {
-    let mut k = encode_i64(window).to_vec();
-    k.extend_from_slice(country.as_bytes());
-    k
-}
-
-fn member_key(window: i64, partition: u32, country: &str) -> Vec<u8> {
-    let mut k = encode_i64(window).to_vec();
-    k.extend_from_slice(&partition.to_be_bytes());
-    k.extend_from_slice(country.as_bytes());
-    k
-}
-
-fn encode_rejected(r: &RejectedRecord) -> Vec<u8> {
-    let v = StoredRejectedV2 {
-        topic: r.topic.clone(),
-        partition: r.partition,
-        offset: r.offset,
-        reason: r.reason,
-        message: r.message.clone(),
-        raw: r.raw.clone(),
-        raw_len: r.raw_len,
-    };
-    encode_as(REJECTED_FORMAT_V2, &v)
-}
-
-fn decode_rejected(b: &[u8]) -> Result<RejectedRecord, String> {
-    match b.split_first() {
-        Some((&VALUE_FORMAT, body)) => {
-            let v: StoredRejectedV1 = bincode::deserialize(body).map_err(|e| e.to_string())?;
-            Ok(RejectedRecord {
-                raw_len: v.raw.len() as u64,
-                topic: v.topic,
-                partition: v.partition,
-                offset: v.offset,
-                reason: v.reason,
-                message: v.message,
-                raw: v.raw,
-            })
-        }
-        Some((&REJECTED_FORMAT_V2, body)) => {
-            let v: StoredRejectedV2 = bincode::deserialize(body).map_err(|e| e.to_string())?;
-            Ok(RejectedRecord {
-                topic: v.topic,
-                partition: v.partition,
-                offset: v.offset,
-                reason: v.reason,
-                message: v.message,
-                raw: v.raw,
-                raw_len: v.raw_len,
-            })
-        }
-        Some((f, _)) => Err(format!("unknown rejected record format {f}")),
-        None => Err("empty value".into()),
-    }
-}
-
-fn decode_value<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
-    match b.split_first() {
-        Some((&VALUE_FORMAT, body)) => bincode::deserialize(body).map_err(|e| e.to_string()),
-        Some((f, _)) => Err(format!("unknown value format {f}")),
-        None => Err("empty value".into()),
-    }
-}
-
-/// Each counter's meta key (schema 2; migration 0002 says why) and its slot in `c`.
-fn counter_slots(c: &mut Counters) -> Vec<(String, &mut u64)> {
-    // Destructured without `..`, so that a counter added to `Counters` cannot be forgotten
-    // here. A new counter needs no migration: an absent key reads as zero.
-    let Counters {
-        read,
-        accepted,
-        rejected,
-        replayed_skipped,
-        windows_closed,
-        buckets_rendered,
-    } = c;
-    let mut slots = vec![
-        ("read".to_owned(), read),
-        ("accepted".to_owned(), accepted),
-        ("replayed_skipped".to_owned(), replayed_skipped),
-        ("windows_closed".to_owned(), windows_closed),
-        ("buckets_rendered".to_owned(), buckets_rendered),
-    ];
-    for (i, n) in rejected.iter_mut().enumerate() {
-        let reason = Reason::ALL
-            .iter()
-            .find(|r| r.index() == i)
-            .expect("one reason per rejected counter");
-        slots.push((format!("rejected/{}", reason.code()), n));
-    }
-    slots
-        .into_iter()
-        .map(|(name, n)| (format!("{COUNTER_PREFIX}{name}"), n))
-        .collect()
-}
-
-type KeyValue<T> = (Box<[u8]>, T);
 
 /// One migration as it ran, or as a dry run says it would run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -527,7 +320,7 @@ impl Store {
         }
         for item in self.db.iterator_cf(meta, rocksdb::IteratorMode::Start) {
             let (k, _) = item.map_err(|e| self.read_err(e))?;
-            if k.starts_with(COUNTER_PREFIX.as_bytes()) || &*k == b"counters" {
+            if k.starts_with(MetaEntry::COUNTER_PREFIX.as_bytes()) || &*k == b"counters" {
                 return Err(lost("it holds counters but no checkpoint number"));
             }
         }
@@ -655,7 +448,7 @@ impl Store {
             }
             b.put_cf(self.cf(CF_META), KEY_SCHEMA, m.version.to_be_bytes());
             crate::failpoint!("migrate.before_commit");
-            self.write(b)?;
+            self.write_batch(b)?;
             self.version = m.version;
             steps.push(Step {
                 version: m.version,
@@ -798,7 +591,7 @@ impl Store {
 
     fn read_err(&self, source: rocksdb::Error) -> StateError {
         // A checksum or format error found while reading is damage, not a passing failure.
-        if source.to_string().contains("Corruption") {
+        if source.kind() == rocksdb::ErrorKind::Corruption {
             return self.corrupt(source.to_string());
         }
         StateError::Read {
@@ -834,76 +627,28 @@ impl Store {
         Ok(Some(u32::from_be_bytes(a)))
     }
 
-    fn write(&self, b: WriteBatch) -> Result<(), StateError> {
+    fn write_batch(&self, b: WriteBatch) -> Result<(), StateError> {
         self.db
             .write_opt(b, &self.sync)
             .map_err(|e| self.write_err(e))
     }
 
-    /// Commits one checkpoint: a single synced batch.
-    /// Returns the size of the batch in bytes (for the checkpoint size metric).
-    pub fn commit(&self, d: &Delta) -> Result<usize, StateError> {
-        let mut b = WriteBatch::default();
-        let meta = self.cf(CF_META);
-        b.put_cf(meta, KEY_SEQ, d.seq.to_be_bytes());
-        b.put_cf(meta, KEY_CLOSED_BEFORE, encode_i64(d.closed_before));
-        let mut counters = d.counters.clone();
-        for (key, n) in counter_slots(&mut counters) {
-            b.put_cf(meta, key, n.to_be_bytes());
-        }
-        let parts = self.cf(CF_PARTITIONS);
-        for (p, s) in &d.partitions {
-            b.put_cf(parts, p.to_be_bytes(), encode_value(s));
-        }
-        let open = self.cf(CF_OPEN);
-        let members = self.cf(CF_MEMBERS);
-        for s in &d.open_deletes {
-            let end = encode_i64(s.saturating_add(1));
-            b.delete_range_cf(open, encode_i64(*s), end);
-            b.delete_range_cf(members, encode_i64(*s), end);
-        }
-        for (s, a) in &d.open_world {
-            b.put_cf(open, encode_i64(*s), encode_row(a));
-        }
-        for (s, c, a) in &d.open_countries {
-            b.put_cf(open, row_key(*s, c), encode_row(a));
-        }
-        for (s, p, c) in &d.new_members {
-            b.put_cf(members, member_key(*s, *p, c), []);
-        }
-        let closed = self.cf(CF_CLOSED);
-        for (s, w) in &d.closed_inserts {
-            b.put_cf(closed, encode_i64(*s), encode_row(&w.world));
-            for (c, a) in &w.countries {
-                b.put_cf(closed, row_key(*s, c), encode_row(a));
-            }
-        }
-        let ready = self.cf(CF_READY);
-        for bucket in &d.ready_buckets {
-            b.put_cf(ready, encode_i64(*bucket), []);
-        }
-        for bucket in &d.rendered_buckets {
-            b.delete_cf(ready, encode_i64(*bucket));
-            let end = bucket.saturating_add(crate::event_time::BUCKET_SECS);
-            b.delete_range_cf(closed, encode_i64(*bucket), encode_i64(end));
-        }
-        if let Some(src) = &d.source {
-            b.put_cf(meta, KEY_SOURCE, json(src));
-        }
-        if let Some(set) = &d.settings {
-            b.put_cf(meta, KEY_SETTINGS, json(set));
-        }
-        let rej = self.cf(CF_REJECTED);
-        for (i, r) in d.rejected.iter().enumerate() {
-            b.put_cf(rej, rejected_key(d.seq, i as u32), encode_rejected(r));
-        }
-        for seq in &d.rendered_rejected {
-            b.delete_range_cf(rej, rejected_key(*seq, 0), rejected_key(seq + 1, 0));
-        }
-        let bytes = b.size_in_bytes();
-        self.write(b)?;
+    /// Commits one checkpoint: a single synced batch, with what the sinks delivered since
+    /// their last record. Returns the size of the batch in bytes (for the checkpoint size
+    /// metric).
+    pub fn commit(&self, d: &Delta, done: &Delivered) -> Result<usize, StateError> {
+        let bytes = Backend::write(self, &tables::checkpoint_batch(d, done))
+            .map_err(|e| self.write_err(e))?;
         self.mark_checkpoint(d.seq);
         Ok(bytes)
+    }
+
+    /// The sinks' own record, between checkpoints: the committed outputs they delivered
+    /// go, in one synced batch (it touches nothing a checkpoint writes but the count of
+    /// buckets written).
+    pub fn record_delivered(&self, done: &Delivered) -> Result<(), StateError> {
+        Backend::write(self, &tables::delivered_batch(done)).map_err(|e| self.write_err(e))?;
+        Ok(())
     }
 
     /// Records `seq` in [`CHECKPOINT_MARK_FILE`] (replaced whole by a rename). A failure
@@ -915,58 +660,6 @@ impl Store {
         if let Err(e) = done {
             tracing::debug!("cannot record checkpoint {seq} beside the store: {e}");
         }
-    }
-
-    fn scan<T: DeserializeOwned>(&self, cf: &str) -> Result<Vec<KeyValue<T>>, StateError> {
-        let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start)
-        {
-            let (k, v) = item.map_err(|e| self.read_err(e))?;
-            let v = decode_value(&v).map_err(|why| self.corrupt(format!("{cf}: {why}")))?;
-            out.push((k, v));
-        }
-        Ok(out)
-    }
-
-    /// The windows of `cf` assembled from their rows (key order: the world row first,
-    /// then the countries in byte order).
-    fn windows(&self, cf: &str) -> Result<Vec<(i64, StoredWindow)>, StateError> {
-        let mut out: Vec<(i64, StoredWindow)> = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start)
-        {
-            let (k, v) = item.map_err(|e| self.read_err(e))?;
-            let bad = |why: String| self.corrupt(format!("{cf}: {why}"));
-            if k.len() < 8 {
-                return Err(bad("a key shorter than a window start".into()));
-            }
-            let w = decode_i64(&k[..8]).expect("8 bytes");
-            let a = decode_row(&v).map_err(bad)?;
-            if k.len() == 8 {
-                out.push((
-                    w,
-                    StoredWindow {
-                        world: a,
-                        countries: Vec::new(),
-                    },
-                ));
-                continue;
-            }
-            let country = std::str::from_utf8(&k[8..])
-                .map_err(|_| bad("a country that is not UTF-8".into()))?;
-            match out.last_mut() {
-                Some((last, sw)) if *last == w => sw.countries.push((country.to_owned(), a)),
-                _ => {
-                    return Err(bad(format!(
-                        "a country row without its window's row ({country:?})"
-                    )))
-                }
-            }
-        }
-        Ok(out)
     }
 
     fn meta_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
@@ -985,107 +678,53 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
-        let seq = match self.meta_bytes(KEY_SEQ)? {
-            None => 0,
-            Some(v) => u64::from_be_bytes(
-                v.as_slice()
-                    .try_into()
-                    .map_err(|_| self.corrupt("bad checkpoint seq"))?,
-            ),
-        };
-        let closed_before = match self.meta_bytes(KEY_CLOSED_BEFORE)? {
-            None => i64::MIN,
-            Some(v) => decode_i64(&v).ok_or_else(|| self.corrupt("bad closed_before"))?,
-        };
-        let mut counters = Counters::default();
-        for (key, n) in counter_slots(&mut counters) {
-            if let Some(v) = self.meta_bytes(key.as_bytes())? {
-                let a: [u8; 8] = v
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| self.corrupt(format!("meta/{key} is not 8 bytes")))?;
-                *n = u64::from_be_bytes(a);
-            }
-        }
-        let key_i64 = |k: &[u8]| decode_i64(k).ok_or_else(|| self.corrupt("bad window key"));
-        let mut partitions = Vec::new();
-        for (k, v) in self.scan::<PartitionState>(CF_PARTITIONS)? {
-            let p = u32::from_be_bytes(
-                k.as_ref()
-                    .try_into()
-                    .map_err(|_| self.corrupt("bad partition key"))?,
-            );
-            partitions.push((p, v));
-        }
-        let open = self.windows(CF_OPEN)?;
-        let closed = self.windows(CF_CLOSED)?;
-        let mut members = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_MEMBERS), rocksdb::IteratorMode::Start)
-        {
-            let (k, _) = item.map_err(|e| self.read_err(e))?;
-            let bad = || self.corrupt("bad window_countries key");
-            if k.len() < 12 {
-                return Err(bad());
-            }
-            let w = key_i64(&k[..8])?;
-            let p = u32::from_be_bytes(k[8..12].try_into().expect("4 bytes"));
-            let c = std::str::from_utf8(&k[12..]).map_err(|_| bad())?.to_owned();
-            members.push((w, p, c));
-        }
-        let mut ready_buckets = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_READY), rocksdb::IteratorMode::Start)
-        {
-            let (k, _) = item.map_err(|e| self.read_err(e))?;
-            ready_buckets.push(key_i64(&k)?);
-        }
-        let mut pending_rejected: Vec<(u64, Vec<RejectedRecord>)> = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_REJECTED), rocksdb::IteratorMode::Start)
-        {
-            let (k, v) = item.map_err(|e| self.read_err(e))?;
-            let v =
-                decode_rejected(&v).map_err(|why| self.corrupt(format!("{CF_REJECTED}: {why}")))?;
-            if k.len() != 12 {
-                return Err(self.corrupt("bad rejected key"));
-            }
-            let s = u64::from_be_bytes(k[..8].try_into().expect("8 bytes"));
-            match pending_rejected.last_mut() {
-                Some((last, v_list)) if *last == s => v_list.push(v),
-                _ => pending_rejected.push((s, vec![v])),
-            }
-        }
-        let source = self
-            .meta_bytes(KEY_SOURCE)?
-            .map(|v| {
-                serde_json::from_slice(&v)
-                    .map_err(|why| self.corrupt(format!("meta/source: {why}")))
-            })
-            .transpose()?;
-        let settings = self
-            .meta_bytes(KEY_SETTINGS)?
-            .map(|v| {
-                serde_json::from_slice(&v)
-                    .map_err(|why| self.corrupt(format!("meta/settings: {why}")))
-            })
-            .transpose()?;
-        Ok(Restored {
-            seq,
-            source,
-            settings,
-            partitions,
-            open,
-            members,
-            closed,
-            ready_buckets,
-            pending_rejected,
-            closed_before,
-            counters,
+        tables::load(self).map_err(|f| match f {
+            Fault::Read(e) => self.read_err(e),
+            Fault::Corrupt(why) => self.corrupt(why),
         })
+    }
+}
+
+/// The RocksDB side of [`tables`]: a [`Batch`] is one synced `WriteBatch`.
+impl Backend for Store {
+    type Error = rocksdb::Error;
+
+    fn write(&self, batch: &Batch) -> Result<usize, rocksdb::Error> {
+        let mut b = WriteBatch::default();
+        for op in &batch.ops {
+            match op {
+                Op::Put(f, k, v) => b.put_cf(self.cf(f), k, v),
+                Op::Delete(f, k) => b.delete_cf(self.cf(f), k),
+                Op::DeleteRange(f, from, to) => b.delete_range_cf(self.cf(f), from, to),
+            }
+        }
+        let bytes = b.size_in_bytes();
+        self.db.write_opt(b, &self.sync)?;
+        Ok(bytes)
+    }
+
+    fn get(&self, family: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error> {
+        match self.db.cf_handle(family) {
+            Some(cf) => self.db.get_cf(cf, key),
+            None => Ok(None),
+        }
+    }
+
+    fn scan(
+        &self,
+        family: &'static str,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), String>,
+    ) -> Result<Result<(), String>, rocksdb::Error> {
+        for item in self
+            .db
+            .iterator_cf(self.cf(family), rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            if let Err(e) = visit(&k, &v) {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(()))
     }
 }
 
@@ -1334,26 +973,30 @@ impl MigrationStore for Session<'_> {
 }
 
 fn open_error(path: &Path, e: rocksdb::Error) -> StateError {
-    let msg = e.to_string();
-    // RocksDB's own LOCK file: held only by a process that is not a retail-kpi job (ours
-    // take `retail-kpi.lock` first). Other messages that mention the LOCK file (a
-    // read-only or full folder) are not a holder.
-    if msg.contains("Resource temporarily unavailable")
-        || msg.contains("lock hold by current process")
-    {
-        StateError::Locked { path: path.into() }
-    } else if msg.contains("Corruption")
-        || (msg.contains("MANIFEST") && msg.contains("No such file"))
-    {
-        StateError::Corrupt {
+    use rocksdb::ErrorKind;
+    let msg = e.as_ref();
+    // RocksDB gives a missing MANIFEST and a held LOCK file no kind of their own (they come
+    // as "IO error" or "NotFound"): they are told apart by the file they name. Its own
+    // LOCK file is held only by a process that is not a retail-kpi job (ours take
+    // `retail-kpi.lock` first); other messages that mention the LOCK file (a read-only or
+    // full folder) are not a holder.
+    let missing_manifest = msg.contains("MANIFEST") && msg.contains("No such file");
+    let lock_held = msg.contains("Resource temporarily unavailable")
+        || msg.contains("lock hold by current process");
+    match e.kind() {
+        ErrorKind::Corruption => StateError::Corrupt {
             path: path.into(),
-            why: msg,
-        }
-    } else {
-        StateError::Open {
+            why: e.into_string(),
+        },
+        _ if missing_manifest => StateError::Corrupt {
+            path: path.into(),
+            why: e.into_string(),
+        },
+        ErrorKind::IOError if lock_held => StateError::Locked { path: path.into() },
+        _ => StateError::Open {
             path: path.into(),
             source: e,
-        }
+        },
     }
 }
 
@@ -1371,35 +1014,15 @@ fn set_private(_: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::partial::Agg;
-    use crate::record::Reason;
-
-    #[test]
-    fn i64_keys_sort_numerically() {
-        let vals = [
-            i64::MIN,
-            -62_167_219_200,
-            -600,
-            -1,
-            0,
-            1,
-            60,
-            1_600_426_500,
-            i64::MAX,
-        ];
-        for w in vals.windows(2) {
-            assert!(encode_i64(w[0]) < encode_i64(w[1]), "{} < {}", w[0], w[1]);
-        }
-        for v in vals {
-            assert_eq!(decode_i64(&encode_i64(v)), Some(v));
-        }
-        assert!(rejected_key(1, u32::MAX) < rejected_key(2, 0));
-    }
+    use crate::aggregate::partial::{Agg, WindowAgg};
+    use crate::aggregate::{Counters, PartitionState};
+    use crate::record::{Reason, RejectedRecord};
+    use schema::Schema;
 
     #[test]
     fn a_checkpoint_round_trips_and_rendered_rows_go() {
         let dir = tempfile::tempdir().unwrap();
-        let w = StoredWindow {
+        let w = WindowAgg {
             world: Agg {
                 opm: 2,
                 orders: 1,
@@ -1407,7 +1030,7 @@ mod tests {
                 total_items: 5,
                 volume: crate::money::Money(-7),
             },
-            countries: vec![("UK".into(), Agg::default())],
+            countries: [("UK".into(), Agg::default())].into_iter().collect(),
         };
         let rej = RejectedRecord {
             topic: "t".into(),
@@ -1433,7 +1056,7 @@ mod tests {
                 open_countries: vec![(-60, "UK".into(), Agg::default())],
                 new_members: vec![(-60, 3, "UK".into())],
                 closed_inserts: vec![(60, w.clone()), (660, w.clone())],
-                ready_buckets: vec![0],
+                ready: vec![(0, vec![(60, w.clone())])],
                 rejected: vec![rej.clone()],
                 closed_before: 120,
                 counters: Counters {
@@ -1442,7 +1065,7 @@ mod tests {
                 },
                 ..Delta::default()
             };
-            s.commit(&d).unwrap();
+            s.commit(&d, &Delivered::default()).unwrap();
             let r = s.load().unwrap();
             assert_eq!(r.seq, 1);
             assert_eq!(r.partitions, d.partitions);
@@ -1455,13 +1078,17 @@ mod tests {
             assert_eq!(r.counters.read, 4);
             let d2 = Delta {
                 seq: 2,
-                rendered_buckets: vec![0],
-                rendered_rejected: vec![1],
                 open_deletes: vec![-60],
                 closed_before: 120,
                 ..Delta::default()
             };
-            s.commit(&d2).unwrap();
+            // The sinks' record of what they wrote rides the next checkpoint.
+            let done = Delivered {
+                buckets: vec![0],
+                rejected: vec![1],
+                buckets_rendered: 1,
+            };
+            s.commit(&d2, &done).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         let r = s.load().unwrap();
@@ -1475,6 +1102,7 @@ mod tests {
         );
         assert!(r.ready_buckets.is_empty());
         assert!(r.pending_rejected.is_empty());
+        assert_eq!(r.counters.buckets_rendered, 1);
     }
 
     /// Regression: a job killed during its very first open left only some column
@@ -1583,7 +1211,7 @@ mod tests {
             opts.create_missing_column_families(true);
             let db = DB::open_cf(&opts, dir.path(), &COLUMN_FAMILIES[..6]).unwrap();
             // Schema 2's window: format byte 1, world, then the country list (bincode).
-            #[derive(Serialize)]
+            #[derive(serde::Serialize)]
             struct A(u64, u64, u64, u128, i128);
             let mut v = vec![1u8];
             bincode::serialize_into(
@@ -1609,9 +1237,9 @@ mod tests {
             let (start, w) = &got[0];
             assert_eq!(*start, at);
             assert_eq!((w.world.opm, w.world.volume.0), (3, -50_000));
-            let names: Vec<&str> = w.countries.iter().map(|c| c.0.as_str()).collect();
+            let names: Vec<&str> = w.sorted_countries().iter().map(|c| c.0).collect();
             assert_eq!(names, ["EIRE", "UK"]);
-            assert_eq!(w.countries[1].1.total_items, 7);
+            assert_eq!(w.countries["UK"].total_items, 7);
         }
         assert!(r.members.is_empty());
     }
@@ -1630,7 +1258,7 @@ mod tests {
         };
         let mut v = vec![1u8];
         bincode::serialize_into(&mut v, &old).unwrap();
-        let r = decode_rejected(&v).unwrap();
+        let r = schema::Rejected::decode_value(&v).unwrap();
         assert_eq!((r.raw.as_slice(), r.raw_len), (&b"{"[..], 1));
         assert!(!r.raw_truncated());
     }
@@ -1739,9 +1367,9 @@ mod tests {
             b.put_cf(
                 s.cf(CF_PARTITIONS),
                 0u32.to_be_bytes(),
-                encode_value(&PartitionState::default()),
+                schema::Partitions::encode_value(&PartitionState::default()),
             );
-            s.write(b).unwrap();
+            s.write_batch(b).unwrap();
         }
         for e in [
             Store::open(dir.path()).err(),
@@ -1785,7 +1413,7 @@ mod tests {
                 KEY_SCHEMA,
                 (SCHEMA_VERSION + 1).to_be_bytes(),
             );
-            s.write(b).unwrap();
+            s.write_batch(b).unwrap();
         }
         let e = Store::open(dir.path()).err().expect("must refuse");
         let msg = e.to_string();

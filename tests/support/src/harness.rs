@@ -1,6 +1,4 @@
-//! Helpers shared by the integration tests: reading an output folder back.
-
-#![allow(dead_code)]
+//! Reading an output folder back: KPI files, rejected records, a readable difference.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,2 +1,0 @@
-pub mod harness;
-pub mod reference;

@@ -1,0 +1,18 @@
+//! Test support of retail-kpi, shared by the integration tests (`tests/*.rs`) and the chaos
+//! scenario (`chaos/chaos.rs`):
+//!
+//! - [`harness`]: reading an output folder back;
+//! - [`reference`]: the independent reference computation, written from the SPEC alone;
+//! - [`cluster`]: Kafka clusters of `scripts/kafka` on ports chosen free at their start,
+//!   the job's command line, reading a topic and the job's group offsets back;
+//! - [`process`]: children that die with the test, and waits on a condition.
+//!
+//! The binary's path is an argument wherever a job is run: Cargo sets
+//! `CARGO_BIN_EXE_retail-kpi` only when it compiles the root package's integration tests,
+//! not this library, so each test file declares
+//! `const BIN: &str = env!("CARGO_BIN_EXE_retail-kpi");`.
+
+pub mod cluster;
+pub mod harness;
+pub mod process;
+pub mod reference;

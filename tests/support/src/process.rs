@@ -1,0 +1,108 @@
+//! Children of the tests and waits on a condition.
+//!
+//! Every job, producer, broker script and nested test process goes through
+//! [`owned_command`], so that a test run killed hard leaves nothing running. A test waits
+//! for what it needs (a file, a log line, a metric, an exit) with a deadline, through
+//! [`wait_until`] and its relatives, rather than sleeping and hoping.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How often [`wait_until`] looks at its condition.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// A command for a child of the test that dies with it: in a process group of its own, and
+/// sent SIGKILL by the kernel when the test thread that spawned it is gone (a test process
+/// killed hard included), so that no job or producer is left to write into a later run's
+/// cluster. Standard input is /dev/null unless the caller sets another: a process group in
+/// the background must not read the terminal.
+pub fn owned_command(program: impl AsRef<OsStr>) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(program);
+    c.process_group(0).stdin(Stdio::null());
+    // SAFETY: prctl, getppid and _exit are async-signal-safe; nothing is allocated here.
+    unsafe {
+        let parent = libc::getpid();
+        c.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
+/// Waits for a child with a deadline, so that a stuck process fails instead of hanging.
+pub fn wait_deadline(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends signal `sig` to the child.
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+/// Polls `cond` every `every` until it holds; returns the instant it was seen to hold, or
+/// None once `deadline` has passed.
+pub fn poll_until(
+    deadline: Instant,
+    every: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Option<Instant> {
+    loop {
+        if cond() {
+            return Some(Instant::now());
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Polls `cond` every [`POLL`] until it holds; panics naming `what` once `within` has
+/// passed. The condition may panic itself (a child that exited, say) to fail sooner.
+pub fn wait_until(within: Duration, what: &str, cond: impl FnMut() -> bool) {
+    wait_until_every(within, POLL, what, cond);
+}
+
+/// [`wait_until`], looking every `every`: for a condition that costs a broker request.
+pub fn wait_until_every(within: Duration, every: Duration, what: &str, cond: impl FnMut() -> bool) {
+    if poll_until(Instant::now() + within, every, cond).is_none() {
+        panic!("timed out after {within:?}: {what}");
+    }
+}
+
+/// Waits until the file `log` (where `child` writes its standard error) holds `needle` at
+/// least `count` times; panics with the log if the child exits first.
+pub fn wait_log(child: &mut Child, log: &Path, needle: &str, count: usize, within: Duration) {
+    let read = || std::fs::read_to_string(log).unwrap_or_default();
+    let what = format!("{count} × `{needle}` in {}", log.display());
+    wait_until(within, &what, || {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the child exited ({st}) before {what}:\n{}", read());
+        }
+        read().matches(needle).count() >= count
+    });
+}
