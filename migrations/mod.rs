@@ -2,7 +2,7 @@
 //!
 //! The store records its schema version (key `schema_version` of the `meta` family, a
 //! big-endian `u32`). Version N is what migrations 1..=N leave; a fresh store runs them all,
-//! so `0001` *is* the initial layout. On open, `src/state.rs` runs every migration above
+//! so `0001` *is* the initial layout. On open, `src/state/mod.rs` runs every migration above
 //! the recorded version, each in one synced write batch together with its new version
 //! number, after a RocksDB checkpoint of the old store (see README "Upgrading and the state
 //! store").
@@ -24,10 +24,10 @@
 //!   must still end byte-identical to an uninterrupted run.
 //!
 //! Why this layout rather than a workspace crate (as SeaORM's `migration` crate): the files
-//! are compiled into the library through a `#[path]` module of `src/state.rs`. That keeps
+//! are compiled into the library through a `#[path]` module of `src/state/mod.rs`. That keeps
 //! one crate and one build on the two-core CI machines, and it keeps `rocksdb` imported by
-//! `src/state.rs` alone: a migration is plain code over the small [`MigrationStore`]
-//! trait, which state.rs implements over a RocksDB write batch, so a migration cannot write
+//! `src/state/` alone: a migration is plain code over the small [`MigrationStore`]
+//! trait, which `src/state/mod.rs` implements over a RocksDB write batch, so a migration cannot write
 //! outside its batch or forget the version. A separate crate would have needed either its
 //! own RocksDB access (a second place that knows the engine) or this same trait exported
 //! across a crate boundary, for no gain: each migration is still a file of its own, and

@@ -239,7 +239,7 @@ pub fn run_with(
         .verify(recorded_source.as_ref())
         .map_err(JobError::Source)?;
     source
-        .resume(run.engine.partitions())
+        .resume(&run.engine.positions())
         .map_err(JobError::Source)?;
     run.record_gaps(source.take_gaps())?;
     run.engine.assign(source.partitions());
@@ -417,7 +417,7 @@ impl Run<'_> {
         }
         self.summary.checkpoints += 1;
         crate::failpoint!("checkpoint.after_commit_before_render");
-        source.committed(self.engine.partitions());
+        source.committed(&self.engine.positions());
         self.outbox.add(delta.ready, delta.seq, delta.rejected);
         self.write_due(last)
     }

@@ -938,14 +938,14 @@ fn limits_are_configurable_by_flag() {
 // watermark); the idle rules of SPEC §4 that could close a window early apply to live Kafka
 // runs only, and the end of the file closes everything after the last record. It is reached
 // below through the engine's library API (the all-idle wall-clock rule), like the unit test
-// in src/engine.rs; no test with real brokers produces one yet (`tests/idle.rs` asserts
+// in src/aggregate/mod.rs; no test with real brokers produces one yet (`tests/idle.rs` asserts
 // that its cases produce none).
 //
 // `future_timestamp` needs a broker timestamp, which a file does not have. It is covered
 // here through the engine's library API with `SourceRecord::timestamp_ms`; with real
 // brokers, `tests/kafka.rs` produces `--bad-fraction` records, among them some whose event
-// time is 2 h ahead of their CreateTime (src/generate.rs), and checks the rejected sink
-// against the reference; src/kafka.rs hands the broker timestamp (CreateTime or
+// time is 2 h ahead of their CreateTime (src/generate/mod.rs), and checks the rejected sink
+// against the reference; src/source/kafka.rs hands the broker timestamp (CreateTime or
 // LogAppendTime, negative = none) to the engine.
 
 fn line_at(ts: &str) -> String {

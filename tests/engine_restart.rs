@@ -6,10 +6,9 @@
 //! two checkpoints (the checkpoint interval is zero, so every batch commits).
 
 use proptest::prelude::*;
-use retail_kpi::aggregate::PartitionState;
 use retail_kpi::job::{self, JobConfig};
 use retail_kpi::record::SourceRecord;
-use retail_kpi::source::{Poll, Source, SourceError};
+use retail_kpi::source::{Poll, Positions, Source, SourceError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -34,13 +33,14 @@ impl Source for Scripted {
     fn name(&self) -> &str {
         "scripted"
     }
-    fn resume(&mut self, committed: &BTreeMap<u32, PartitionState>) -> Result<(), SourceError> {
+    fn resume(&mut self, committed: &Positions) -> Result<(), SourceError> {
         let all = &self.all;
         self.queue.retain(|&i| {
             let r = &all[i];
             committed
                 .get(&r.partition)
-                .and_then(|s| s.next_offset)
+                .copied()
+                .flatten()
                 .is_none_or(|n| r.offset >= n)
         });
         Ok(())

@@ -53,9 +53,7 @@ use retail_kpi::sink::Outbox;
 use retail_kpi::state::MemoryStore;
 use std::collections::{BTreeMap, BTreeSet};
 
-#[allow(dead_code, clippy::all)]
-#[path = "../../tests/support/src/reference.rs"]
-mod reference;
+use test_support::reference;
 
 /// What can be observed of an engine, to compare a restored one with the live one.
 #[derive(Debug, PartialEq)]

@@ -18,9 +18,7 @@ use libfuzzer_sys::fuzz_target;
 use retail_kpi::decode::invoice::{parse_invoice, Kind, Limits, MAX_QUANTITY};
 use retail_kpi::money::MAX_UNIT_PRICE;
 
-#[allow(dead_code, clippy::all)]
-#[path = "../../tests/support/src/reference.rs"]
-mod reference;
+use test_support::reference;
 
 use reference::{check_record, RefConfig, RefRecord};
 

@@ -353,6 +353,14 @@ impl Engine {
         &self.partitions
     }
 
+    /// Where each partition's source resumes: the next offset to read.
+    pub fn positions(&self) -> crate::source::Positions {
+        self.partitions
+            .iter()
+            .map(|(p, s)| (*p, s.next_offset))
+            .collect()
+    }
+
     pub fn counters(&self) -> &Counters {
         &self.counters
     }

@@ -5,10 +5,8 @@
 //! read that blocks for good: a job fed by a pipe that stays open must still see SIGTERM,
 //! and a line that arrives in pieces is kept until its newline comes.
 
-use crate::aggregate::PartitionState;
 use crate::record::{SourceRecord, RAW_KEPT_BYTES};
-use crate::source::{Poll, Source, SourceError, SourceIdentity, SourceMismatch};
-use std::collections::BTreeMap;
+use crate::source::{Poll, Positions, Source, SourceError, SourceIdentity, SourceMismatch};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -137,8 +135,8 @@ impl Source for FileSource {
         &self.name
     }
 
-    fn resume(&mut self, committed: &BTreeMap<u32, PartitionState>) -> Result<(), SourceError> {
-        self.skip_below = committed.get(&0).and_then(|s| s.next_offset).unwrap_or(0);
+    fn resume(&mut self, committed: &Positions) -> Result<(), SourceError> {
+        self.skip_below = committed.get(&0).copied().flatten().unwrap_or(0);
         if self.skip_below == 0 {
             self.check_fingerprint()?;
         }
@@ -340,13 +338,7 @@ mod tests {
 
     fn lines(input: &'static [u8], skip: i64) -> Vec<(i64, Vec<u8>)> {
         let mut s = FileSource::from_reader("t", Box::new(input));
-        let committed = BTreeMap::from([(
-            0,
-            PartitionState {
-                next_offset: Some(skip),
-                max_event_time: None,
-            },
-        )]);
+        let committed = std::collections::BTreeMap::from([(0, Some(skip))]);
         s.resume(&committed).unwrap();
         let mut got = Vec::new();
         while let Poll::Records(_) = s

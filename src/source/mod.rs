@@ -4,7 +4,6 @@
 pub mod file;
 pub mod kafka;
 
-use crate::aggregate::PartitionState;
 use crate::record::SourceRecord;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -66,13 +65,18 @@ pub enum Poll {
 /// its own error type.
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Per partition, the offset of the next record to read as the last checkpoint committed
+/// it; `None`: the partition is known but nothing was read from it yet. The job keeps
+/// these in its state; a source resumes from them and never keeps offsets of its own.
+pub type Positions = BTreeMap<u32, Option<i64>>;
+
 pub trait Source {
     /// A name for the rejected sink's `topic` field.
     fn name(&self) -> &str;
 
     /// Where to resume: called once, after `verify` and before the first poll, with the
     /// committed state.
-    fn resume(&mut self, committed: &BTreeMap<u32, PartitionState>) -> Result<(), SourceError>;
+    fn resume(&mut self, committed: &Positions) -> Result<(), SourceError>;
 
     /// Checks, first of all, that the input is the one the store recorded (`None`: nothing
     /// recorded yet). Another source fails here; a file's read part is checked as it is
@@ -115,7 +119,7 @@ pub trait Source {
 
     /// Called after each committed checkpoint; Kafka commits its group offsets here for
     /// lag monitoring only.
-    fn committed(&mut self, _partitions: &BTreeMap<u32, PartitionState>) {}
+    fn committed(&mut self, _positions: &Positions) {}
 
     /// Records left to read per partition, for the partitions whose end is known now;
     /// `None` for a source without that notion (a file), which never holds readiness back.

@@ -1,12 +1,14 @@
 //! The state store: RocksDB, one synced write batch per checkpoint (SPEC §6).
 //!
-//! This is the only module that imports `rocksdb`. Layout, in column
-//! families (the migrations in `migrations/` say how it came to be):
+//! This is the only module that imports `rocksdb`; [`schema`] owns the layout (a type per
+//! column family with its codecs), [`tables`] what a checkpoint writes and a restart reads,
+//! over RocksDB here or over memory ([`MemoryStore`]). Layout, in column families (the
+//! migrations in `migrations/` say how it came to be):
 //!
 //! | family | key | value |
 //! |---|---|---|
 //! | `meta` | name (ASCII) | schema version, checkpoint seq, closed-before; `counter/<name>`: one counter, `u64` BE |
-//! | `partitions` | partition `u32` BE | [`PartitionState`] |
+//! | `partitions` | partition `u32` BE | [`schema::StoredPartition`] (format byte 1) |
 //! | `open_windows` | window start, [`encode_i64`]; for a country row `++` the country's bytes | the world's or the country's [`StoredAgg`] (format byte 2) |
 //! | `closed_windows` | as `open_windows` | as `open_windows` |
 //! | `window_countries` | window start ++ partition `u32` BE ++ country | empty: the partition brought the country into the open window (SPEC §7's cap) |
@@ -19,8 +21,8 @@
 //! them (older builds) takes them at its next checkpoint; no migration is needed, since an
 //! absent key reads as "not recorded".
 //!
-//! (Layout of schema version 3.) Keys are big-endian (signed ones with the sign bit flipped) so that RocksDB's byte order
-//! is numeric order and a range of windows is a range of keys. Every bincode value starts
+//! (Layout of schema version 3.) Keys are big-endian (signed ones with the sign bit
+//! flipped) so that RocksDB's byte order is numeric order and a range of windows is a range of keys. Every bincode value starts
 //! with a format byte, so a later layout can tell old values apart.
 //!
 //! Opening for writing runs the migrations above the store's recorded schema version, each
