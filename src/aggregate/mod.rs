@@ -286,6 +286,9 @@ pub struct Engine {
     closed_inserts: Vec<i64>,
     /// Buckets completed since the last delta.
     new_ready: Vec<i64>,
+    /// Every bucket starting before this is complete and marked so: a close looks only at
+    /// the windows closed from here on, never again at all of them.
+    complete_before: i64,
 }
 
 impl Engine {
@@ -335,6 +338,7 @@ impl Engine {
             open_deletes: Vec::new(),
             closed_inserts: Vec::new(),
             new_ready: Vec::new(),
+            complete_before: i64::MIN,
         }
     }
 
@@ -525,12 +529,19 @@ impl Engine {
             self.closed.insert(start, w.agg);
             self.counters.windows_closed += 1;
         }
-        // A bucket is complete once its last window is closed.
-        let buckets: BTreeSet<i64> = self.closed.keys().map(|&s| bucket_start(s)).collect();
-        for b in buckets {
-            if b + BUCKET_SECS <= before && !self.new_ready.contains(&b) {
-                self.new_ready.push(b);
+        // A bucket is complete once its last window is closed: b + BUCKET_SECS <= before,
+        // that is b below the bucket that holds `before` (both are multiples of it).
+        let complete = bucket_start(before);
+        if complete > self.complete_before {
+            let mut last = None;
+            for (&s, _) in self.closed.range(self.complete_before..complete) {
+                let b = bucket_start(s);
+                if last != Some(b) {
+                    self.new_ready.push(b);
+                    last = Some(b);
+                }
             }
+            self.complete_before = complete;
         }
     }
 
