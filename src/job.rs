@@ -182,13 +182,14 @@ pub fn run(
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary, JobError> {
     let mut sink = FileSink::new(&cfg.out)?;
-    run_with(cfg, source, &mut sink, stop)
+    let decoder = JsonInvoiceDecoder { limits: cfg.limits };
+    run_with(cfg, source, decoder, &mut sink, stop)
 }
 
 /// The parts of one run the loop passes around.
-struct Run<'a> {
+struct Run<'a, D: Decoder> {
     engine: Engine,
-    intake: Intake,
+    intake: Intake<D>,
     outbox: Outbox,
     store: Store,
     sink: &'a mut dyn Committer,
@@ -202,11 +203,12 @@ struct Run<'a> {
     stop: &'a AtomicBool,
 }
 
-/// Runs the job until the source ends or `stop` is set, writing through `sink`. Returns
-/// after a final checkpoint.
-pub fn run_with(
+/// Runs the job until the source ends or `stop` is set, reading records with `decoder`
+/// and writing through `sink`. Returns after a final checkpoint.
+pub fn run_with<D: Decoder>(
     cfg: &JobConfig,
     source: &mut dyn Source,
+    decoder: D,
     sink: &mut dyn Committer,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary, JobError> {
@@ -220,7 +222,6 @@ pub fn run_with(
         restored.counters.buckets_rendered,
     );
     let engine = Engine::restore(cfg.engine, restored);
-    let decoder = JsonInvoiceDecoder { limits: cfg.limits };
     let mut run = Run {
         engine,
         intake: Intake::new(decoder, source.name()),
@@ -378,7 +379,7 @@ fn check_settings(cfg: &JobConfig, recorded: Option<&ResultSettings>) -> Result<
     })
 }
 
-impl Run<'_> {
+impl<D: Decoder> Run<'_, D> {
     /// Writes each gap the source found to `gaps/`, then moves its partition on.
     fn record_gaps(&mut self, gaps: Vec<Gap>) -> Result<(), JobError> {
         for gap in gaps {

@@ -3,6 +3,7 @@
 //! a run again on the same store writes nothing new; other bytes under a name are the
 //! conflict a user sees as exit 4, and nothing is overwritten.
 
+use retail_kpi::decode::JsonInvoiceDecoder;
 use retail_kpi::generate::{GenConfig, Generator};
 use retail_kpi::job::{self, JobConfig, JobError};
 use retail_kpi::record::SourceRecord;
@@ -86,7 +87,14 @@ fn run(cfg: &JobConfig, sink: &mut dyn Committer) -> Result<job::RunSummary, Job
         all: records(),
         next: 0,
     };
-    job::run_with(cfg, &mut src, sink, Arc::new(AtomicBool::new(false)))
+    let decoder = JsonInvoiceDecoder { limits: cfg.limits };
+    job::run_with(
+        cfg,
+        &mut src,
+        decoder,
+        sink,
+        Arc::new(AtomicBool::new(false)),
+    )
 }
 
 /// (partition, offset) -> reason of every rejected line the committer holds; each once.
