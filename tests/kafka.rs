@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use test_support::cluster::{committed_offset, high_watermarks, read_back, wait_topic, Cluster};
+use test_support::cluster::{read_back, wait_topic, Cluster};
 use test_support::harness;
-use test_support::process::{owned_command, wait_deadline, wait_until_every};
+use test_support::process::{owned_command, wait_deadline, wait_log};
 use test_support::reference::{reference, RefConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_retail-kpi");
@@ -108,21 +108,22 @@ fn check(c: &Cluster, topic: &str, out: &Path, expected_count: usize) {
     assert_eq!(harness::rejected(out), expected.rejected);
 }
 
-/// Waits until the live job has checkpointed all that `topic` holds now (its advisory group
-/// offsets): it is up and live on the topic.
-fn wait_caught_up(c: &Cluster, topic: &str, partitions: u32, job: &mut Child) {
-    let ends = high_watermarks(c, topic, partitions, Duration::from_secs(10)).unwrap();
-    wait_until_every(
-        Duration::from_secs(120),
-        Duration::from_millis(200),
-        &format!("the live job checkpoints all of {topic} ({ends:?})"),
-        || {
-            assert!(job.try_wait().unwrap().is_none(), "the live job exited");
-            ends.iter().all(|(&p, &end)| {
-                end == 0 || committed_offset(c, topic, p as i32).is_some_and(|o| o >= end)
-            })
-        },
+/// Starts the live job on `topic` and waits until it has processed its first records (its
+/// log says so): it is up and reading when the test breaks a broker under it.
+fn live_job(c: &Cluster, topic: &str, out: &Path, st: &Path, log: &Path) -> Child {
+    let mut live = job(c, topic, out, st, &[])
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_log(
+        &mut live,
+        log,
+        "first records processed after start",
+        1,
+        Duration::from_secs(60),
     );
+    live
 }
 
 fn sigkill(child: &mut Child) -> bool {
@@ -179,8 +180,7 @@ fn single_broker_backfill_kills_and_broker_restart() {
         "produce",
     );
     let (out, st) = (tmp.path().join("c-out"), tmp.path().join("c-state"));
-    let mut live = job(&c, "c", &out, &st, &[]).spawn().unwrap();
-    wait_caught_up(&c, "c", 4, &mut live);
+    let live = live_job(&c, "c", &out, &st, &tmp.path().join("c.log"));
     c.script(&["restart", "0"]);
     let wave2 = ["--partitions", "4", "--start", "2020-09-18 11:30:00"];
     wait_ok(produce(&c, "c", 50_000, 33, &wave2), "produce");
@@ -200,8 +200,7 @@ fn three_brokers_partition_leader_killed() {
     wait_ok(produce(&c, "d", 50_000, 4, &args), "produce");
     wait_topic(&c, "d", 4);
     let (out, st) = (tmp.path().join("d-out"), tmp.path().join("d-state"));
-    let mut live = job(&c, "d", &out, &st, &[]).spawn().unwrap();
-    wait_caught_up(&c, "d", 4, &mut live);
+    let live = live_job(&c, "d", &out, &st, &tmp.path().join("d.log"));
     let leader = c.script(&["leader", "d", "0"]).trim().to_owned();
     c.script(&["kill", &leader]);
     // Not a wait for a condition: the leader stays down this long, with the job live.

@@ -18,7 +18,7 @@ use crate::source::{Gap, Poll, Positions, Source, SourceError, SourceIdentity, S
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::util::Timeout;
@@ -194,9 +194,6 @@ pub struct OutageContext {
     down: AtomicBool,
     /// Records the producer gave up on.
     pub(crate) undelivered: AtomicU64,
-    /// The last commit of the advisory group offsets failed (the group coordinator was
-    /// not ready, a broker was down): the source commits them again.
-    advisory_failed: AtomicBool,
     /// The consumer's topic, whose partition ends the statistics report.
     topic: String,
     /// Per partition: the lowest offset and the end a consumer can read to, from the last
@@ -281,14 +278,7 @@ impl ClientContext for OutageContext {
         }
     }
 }
-impl ConsumerContext for OutageContext {
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            tracing::debug!("group offset commit failed: {e}");
-            self.advisory_failed.store(true, Ordering::Relaxed);
-        }
-    }
-}
+impl ConsumerContext for OutageContext {}
 
 impl ProducerContext for OutageContext {
     type DeliveryOpaque = ();
@@ -455,14 +445,9 @@ pub struct KafkaSource {
     gaps: Vec<Gap>,
     last_metadata: Instant,
     last_confirm: Instant,
-    /// The positions of the last checkpoint, committed as advisory group offsets.
-    advisory: Positions,
-    last_advisory: Instant,
 }
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How soon a failed commit of the advisory group offsets is made again.
-const ADVISORY_RETRY: Duration = Duration::from_secs(1);
 /// How often the topic is asked for partitions added to it (SPEC §4: found within a few
 /// seconds).
 const NEW_PARTITIONS_EVERY: Duration = Duration::from_secs(3);
@@ -491,8 +476,6 @@ impl KafkaSource {
             gaps: Vec::new(),
             last_metadata: Instant::now(),
             last_confirm: Instant::now(),
-            advisory: Positions::new(),
-            last_advisory: Instant::now(),
         })
     }
 
@@ -780,31 +763,6 @@ impl KafkaSource {
     }
 }
 
-impl KafkaSource {
-    /// Commits the positions of the last checkpoint as the group's offsets. Advisory only
-    /// (lag monitoring): a failure changes nothing the job computes, but a failed commit
-    /// is made again (see `poll`), so that an idle job's group offsets do not stay behind
-    /// until the next record.
-    fn commit_advisory(&mut self) {
-        self.last_advisory = Instant::now();
-        let mut tpl = TopicPartitionList::new();
-        for (p, next) in &self.advisory {
-            if let Some(o) = *next {
-                let _ = tpl.add_partition_offset(&self.cfg.topic, *p as i32, Offset::Offset(o));
-            }
-        }
-        if tpl.count() > 0 {
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                tracing::debug!("group offset commit failed: {e}");
-                self.consumer
-                    .context()
-                    .advisory_failed
-                    .store(true, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
 impl Source for KafkaSource {
     fn name(&self) -> &str {
         &self.name
@@ -880,15 +838,6 @@ impl Source for KafkaSource {
     ) -> Result<Poll, SourceError> {
         if self.cfg.until_end && self.parts.values().all(|t| t.done) {
             return Ok(Poll::End);
-        }
-        if self.last_advisory.elapsed() >= ADVISORY_RETRY
-            && self
-                .consumer
-                .context()
-                .advisory_failed
-                .swap(false, Ordering::Relaxed)
-        {
-            self.commit_advisory();
         }
         let mut n = 0;
         let mut wait = self.cfg.poll_wait;
@@ -1035,8 +984,18 @@ impl Source for KafkaSource {
     }
 
     fn committed(&mut self, positions: &Positions) {
-        self.advisory = positions.clone();
-        self.commit_advisory();
+        let mut tpl = TopicPartitionList::new();
+        for (p, next) in positions {
+            if let Some(o) = *next {
+                let _ = tpl.add_partition_offset(&self.cfg.topic, *p as i32, Offset::Offset(o));
+            }
+        }
+        if tpl.count() > 0 {
+            // Advisory only (lag monitoring): a failure here changes nothing.
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!("group offset commit failed: {e}");
+            }
+        }
     }
 }
 
