@@ -391,72 +391,106 @@ impl MemoryStore {
     }
 }
 
+/// The round trip every backend must pass: a checkpoint, then one that closes its open
+/// window with the sinks' record of a written bucket and rejected file.
+#[cfg(test)]
+pub(crate) fn check_round_trip(
+    mut commit: impl FnMut(&Delta, &Delivered),
+    mut load: impl FnMut() -> Restored,
+) {
+    use crate::aggregate::PartitionState;
+    let w = WindowAgg {
+        world: Agg {
+            opm: 2,
+            orders: 1,
+            returns: 1,
+            total_items: 5,
+            volume: crate::money::Money(-7),
+        },
+        countries: [("UK".into(), Agg::default())].into_iter().collect(),
+    };
+    let rej = RejectedRecord {
+        topic: "t".into(),
+        partition: 3,
+        offset: 9,
+        reason: Reason::Late,
+        message: "m".into(),
+        raw: b"\xff".to_vec(),
+        raw_len: 70_000,
+    };
+    let d = Delta {
+        seq: 1,
+        partitions: vec![(
+            3,
+            PartitionState {
+                next_offset: Some(10),
+                max_event_time: Some(-5),
+            },
+        )],
+        open_world: vec![(-60, w.world)],
+        open_countries: vec![(-60, "UK".into(), Agg::default())],
+        new_members: vec![(-60, 3, "UK".into())],
+        closed_inserts: vec![(60, w.clone()), (660, w.clone())],
+        ready: vec![(0, vec![(60, w.clone())])],
+        rejected: vec![rej.clone()],
+        closed_before: 120,
+        counters: Counters {
+            read: 4,
+            ..Counters::default()
+        },
+        ..Delta::default()
+    };
+    commit(&d, &Delivered::default());
+    let r = load();
+    assert_eq!((r.seq, r.closed_before, r.counters.read), (1, 120, 4));
+    assert_eq!(r.partitions, d.partitions);
+    assert_eq!(r.open, vec![(-60, w.clone())]);
+    assert_eq!(r.members, vec![(-60, 3, "UK".to_owned())]);
+    assert_eq!(r.closed.len(), 2);
+    assert_eq!(r.ready_buckets, vec![0]);
+    assert_eq!(r.pending_rejected, vec![(1, vec![rej])]);
+    // The sinks' record of what they wrote rides the next checkpoint.
+    commit(
+        &Delta {
+            seq: 2,
+            open_deletes: vec![-60],
+            closed_before: 120,
+            ..Delta::default()
+        },
+        &Delivered {
+            buckets: vec![0],
+            rejected: vec![1],
+            buckets_rendered: 1,
+        },
+    );
+    let r = load();
+    assert_eq!(r.seq, 2);
+    assert!(r.open.is_empty());
+    assert!(r.members.is_empty(), "a closed window's members go with it");
+    assert_eq!(
+        r.closed,
+        vec![(660, w)],
+        "only the written bucket's rows go"
+    );
+    assert!(r.ready_buckets.is_empty());
+    assert!(r.pending_rejected.is_empty());
+    assert_eq!(r.counters.buckets_rendered, 1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::PartitionState;
-    use crate::money::Money;
-
-    fn window() -> WindowAgg {
-        WindowAgg {
-            world: Agg {
-                opm: 2,
-                orders: 1,
-                returns: 1,
-                total_items: 5,
-                volume: Money(-7),
-            },
-            countries: [("UK".into(), Agg::default())].into_iter().collect(),
-        }
-    }
 
     /// The round trip of the RocksDB store's test, through the same code in memory.
     #[test]
     fn a_checkpoint_round_trips_and_delivered_outputs_go() {
         let m = MemoryStore::new();
-        let w = window();
-        let d = Delta {
-            seq: 1,
-            partitions: vec![(
-                3,
-                PartitionState {
-                    next_offset: Some(10),
-                    max_event_time: Some(-5),
-                },
-            )],
-            open_world: vec![(-60, w.world)],
-            open_countries: vec![(-60, "UK".into(), Agg::default())],
-            new_members: vec![(-60, 3, "UK".into())],
-            closed_inserts: vec![(60, w.clone()), (660, w.clone())],
-            ready: vec![(0, vec![(60, w.clone())])],
-            closed_before: 120,
-            ..Delta::default()
-        };
-        m.commit(&d, &Delivered::default());
-        let r = m.load().unwrap();
-        assert_eq!((r.seq, r.closed_before), (1, 120));
-        assert_eq!(r.partitions, d.partitions);
-        assert_eq!(r.open, vec![(-60, w.clone())]);
-        assert_eq!(r.closed.len(), 2);
-        assert_eq!(r.ready_buckets, vec![0]);
-        m.commit(
-            &Delta {
-                seq: 2,
-                open_deletes: vec![-60],
-                closed_before: 120,
-                ..Delta::default()
+        check_round_trip(
+            |d, done| {
+                m.commit(d, done);
             },
-            &Delivered {
-                buckets: vec![0],
-                rejected: vec![],
-                buckets_rendered: 1,
-            },
+            || m.load().unwrap(),
         );
-        let r = m.load().unwrap();
-        assert!(r.open.is_empty() && r.members.is_empty());
-        assert_eq!(r.closed, vec![(660, w)]);
-        assert!(r.ready_buckets.is_empty());
-        assert_eq!(r.counters.buckets_rendered, 1);
     }
 
     #[test]
