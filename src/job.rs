@@ -13,7 +13,7 @@ use crate::decode::{Decoder, JsonInvoiceDecoder};
 use crate::ops::metrics::Metrics;
 use crate::record::{Reason, RejectedRecord, Rejection, SourceRecord, RAW_KEPT_BYTES};
 use crate::sink::local::FileSink;
-use crate::sink::{gap_object, Committer, Outbox, SinkError};
+use crate::sink::{gap_object, Committer, Format, Outbox, SinkError};
 use crate::source::{Gap, Poll, Source, SourceError};
 use crate::state::{StateError, Store};
 use std::io::Write;
@@ -25,8 +25,11 @@ use std::time::{Duration, Instant};
 /// Settings of one run.
 #[derive(Debug, Clone)]
 pub struct JobConfig {
-    /// Folder of the output files.
+    /// Folder of the output files for [`run`]; [`run_with`] writes through the committer
+    /// it is given instead.
     pub out: PathBuf,
+    /// Encodings of the KPI files.
+    pub format: Format,
     /// Folder of the RocksDB state store.
     pub state: PathBuf,
     pub engine: EngineConfig,
@@ -53,6 +56,7 @@ impl JobConfig {
         JobConfig {
             out,
             state,
+            format: Format::Json,
             engine: EngineConfig::default(),
             limits: Limits::default(),
             checkpoint_interval: Duration::from_secs(1),
@@ -220,7 +224,8 @@ pub fn run_with<D: Decoder>(
         restored.take_closed_buckets(),
         std::mem::take(&mut restored.pending_rejected),
         restored.counters.buckets_rendered,
-    );
+    )
+    .with_format(cfg.format);
     let engine = Engine::restore(cfg.engine, restored);
     let mut run = Run {
         engine,

@@ -18,12 +18,20 @@ fn run(
     failpoint: Option<&str>,
 ) -> std::process::ExitStatus {
     let mut cmd = owned_command(BIN);
-    cmd.args(["run", "--checkpoint-interval", "0s", "--input"])
-        .arg(input)
-        .arg("--out")
-        .arg(out)
-        .arg("--state")
-        .arg(state);
+    // Both encodings: a Parquet file must come out of a crash byte-identical too.
+    cmd.args([
+        "run",
+        "--format",
+        "both",
+        "--checkpoint-interval",
+        "0s",
+        "--input",
+    ])
+    .arg(input)
+    .arg("--out")
+    .arg(out)
+    .arg("--state")
+    .arg(state);
     cmd.env_remove("RETAIL_KPI_FAILPOINT");
     if let Some(f) = failpoint {
         cmd.env("RETAIL_KPI_FAILPOINT", f);

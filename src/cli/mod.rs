@@ -12,6 +12,8 @@ use retail_kpi::ops::metrics::{Metrics, MetricsError};
 use retail_kpi::ops::settings::{
     self as settings_file, FileSettings, LoggingFlags, Redactor, SettingsError,
 };
+use retail_kpi::sink::object::StoreError;
+use retail_kpi::sink::SinkError;
 use retail_kpi::source::file::FileSource;
 use retail_kpi::source::SourceMismatch;
 use retail_kpi::state::{StateError, Store};
@@ -131,7 +133,13 @@ pub fn main() -> ExitCode {
         _ => None,
     };
     let redactor = match (&settings, &cli.command) {
-        (Some(s), _) => Redactor::new(s.kafka.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        (Some(s), _) => Redactor::new(
+            s.kafka.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(
+                s.object_store
+                    .iter()
+                    .map(|(k, (v, _))| (k.as_str(), v.as_str())),
+            ),
+        ),
         (None, Command::Produce(p)) => Redactor::new(
             p.kafka_property
                 .iter()
@@ -182,6 +190,12 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 // README: a failed standard output is a plain failure, not the output folder.
                 JobError::Stdout(_) => exit::FAILURE,
                 JobError::SettingsChanged { .. } => exit::CONFIG,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<SinkError>() {
+            return match e {
+                SinkError::Store(StoreError::Option { .. }) => exit::CONFIG,
+                _ => exit::OUTPUT,
             };
         }
         if cause.downcast_ref::<StateError>().is_some() {

@@ -2,9 +2,13 @@
 //! and runs it until it ends or is stopped.
 
 use super::*;
+use retail_kpi::decode::JsonInvoiceDecoder;
 use retail_kpi::ops::settings::{
     AggregationSettings, LimitsSettings, MetricsSettings, Origin, SourceSettings,
 };
+use retail_kpi::sink::local::FileSink;
+use retail_kpi::sink::object::{ObjectConfig, ObjectSink};
+use retail_kpi::sink::{Committer, OutLocation, SinkError};
 use retail_kpi::source::kafka::{KafkaConfig, KafkaSource};
 
 pub fn run_job(s: Settings) -> anyhow::Result<()> {
@@ -28,9 +32,11 @@ pub fn run_job(s: Settings) -> anyhow::Result<()> {
             Box::new(KafkaSource::connect(k).map_err(SourceFailure)?)
         }
     };
+    let mut sink = open_sink(&s)?;
     let stop = stop_flag()?;
     let started = std::time::Instant::now();
-    let sum = job::run(&cfg, source.as_mut(), stop)?;
+    let decoder = JsonInvoiceDecoder { limits: cfg.limits };
+    let sum = job::run_with(&cfg, source.as_mut(), decoder, sink.as_mut(), stop)?;
     close_within(source, CLOSE_WAIT);
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
@@ -41,19 +47,49 @@ pub fn run_job(s: Settings) -> anyhow::Result<()> {
         files = sum.files_written,
         seconds = format!("{secs:.3}"),
         ended = sum.ended,
-        out = %cfg.out.display(),
+        out = %out_location(&s),
         "run finished"
     );
     Ok(())
 }
 
+fn out_location(s: &Settings) -> &OutLocation {
+    s.output
+        .out
+        .as_ref()
+        .expect("resolve requires the output location")
+}
+
+/// The committer `--out` names: a folder, or a bucket's prefix in object storage.
+pub fn open_sink(s: &Settings) -> Result<Box<dyn Committer>, SinkError> {
+    Ok(match out_location(s) {
+        OutLocation::Folder(dir) => Box::new(FileSink::new(dir)?),
+        OutLocation::S3 { bucket, prefix } => {
+            let mut cfg = ObjectConfig::new(bucket, prefix);
+            cfg.options = s
+                .object_store
+                .iter()
+                .map(|(k, (v, _))| (k.clone(), v.clone()))
+                .collect();
+            cfg.retry_timeout = s.output.out_retry_timeout.0;
+            let sink = ObjectSink::open(&cfg)?;
+            tracing::info!(out = %out_location(s), "writing to object storage");
+            Box::new(sink)
+        }
+    })
+}
+
 /// The job's settings: the output and checkpoint components, and the engine's.
 pub fn job_config(s: &Settings) -> JobConfig {
-    let (out, state) = (s.output.out.clone(), s.checkpoint.state.clone());
-    let mut cfg = JobConfig::new(
-        out.expect("resolve requires the output folder"),
-        state.expect("resolve requires the state folder"),
-    );
+    let state = s.checkpoint.state.clone();
+    // `out` is the folder `job::run` would open; the binary hands its own committer to
+    // `job::run_with`, so for object storage it only names the location.
+    let out = match out_location(s) {
+        OutLocation::Folder(dir) => dir.clone(),
+        other => PathBuf::from(other.to_string()),
+    };
+    let mut cfg = JobConfig::new(out, state.expect("resolve requires the state folder"));
+    cfg.format = s.output.format;
     cfg.engine = engine_config(&s.aggregation);
     cfg.limits = decoder_limits(&s.limits);
     cfg.checkpoint_interval = s.checkpoint.checkpoint_interval.0;

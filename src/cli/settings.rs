@@ -45,7 +45,7 @@ pub struct RunArgs {
 
 /// The order `config check` has always listed the settings in, kept so that its output
 /// does not change; a setting not named here follows them, in declaration order.
-const SHOWN_ORDER: [&str; 21] = [
+const SHOWN_ORDER: [&str; 22] = [
     "input",
     "brokers",
     "topic",
@@ -57,6 +57,7 @@ const SHOWN_ORDER: [&str; 21] = [
     "connect_timeout",
     "on_data_loss",
     "out",
+    "format",
     "state",
     "grace",
     "checkpoint_interval",
@@ -84,6 +85,9 @@ pub struct Settings {
     pub kafka: BTreeMap<String, String>,
     pub origins: Origins,
     pub kafka_origins: BTreeMap<String, Origin>,
+    /// Object store options (`--out s3://...`): the file's `[object_store]` table, then
+    /// the `AWS_*` variables over it; each with its origin.
+    pub object_store: BTreeMap<String, (String, Origin)>,
     /// The settings the file gives, whether or not they won.
     pub in_file: BTreeSet<&'static str>,
     /// The settings file holds secrets that others than its owner may read.
@@ -123,6 +127,13 @@ impl Settings {
             kafka.insert(k.clone(), v.clone());
             kafka_origins.insert(k.clone(), Origin::Flag);
         }
+        let mut object_store = BTreeMap::new();
+        for (k, v) in &file.object_store {
+            object_store.insert(k.to_ascii_lowercase(), (v.clone(), Origin::File));
+        }
+        for (k, v) in retail_kpi::sink::object::ObjectConfig::options_from_env() {
+            object_store.insert(k, (v, Origin::Env));
+        }
         source.check(&layers.origins)?;
         aggregation.check(&layers.origins)?;
         output.check()?;
@@ -139,6 +150,7 @@ impl Settings {
             kafka,
             origins: layers.origins,
             kafka_origins,
+            object_store,
             in_file: layers.in_file,
             file_exposes_secrets,
         })
@@ -202,6 +214,17 @@ impl Settings {
                 &settings_file::toml_string(settings_file::shown(k, v)),
                 self.kafka_origins[k],
             );
+        }
+        if !self.object_store.is_empty() {
+            out.push_str("\n[object_store]\n");
+            for (k, (v, origin)) in &self.object_store {
+                line(
+                    &mut out,
+                    &settings_file::toml_string(k),
+                    &settings_file::toml_string(settings_file::shown(k, v)),
+                    *origin,
+                );
+            }
         }
         out
     }

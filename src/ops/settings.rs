@@ -34,6 +34,7 @@ pub use value::{
 };
 
 use crate::aggregate::DEFAULT_MAX_COUNTRIES;
+use crate::sink::{Format, OutLocation};
 use crate::source::kafka::{OnDataLoss, StartAt};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -78,9 +79,18 @@ settings! {
 
     /// What the job writes: the KPI files, and the per-invoice summary.
     pub struct OutputSettings(OutputFlags) {
-        /// Folder of the output files.
+        /// Where the output goes: a folder (or `file:///path`), or a prefix in object
+        /// storage, `s3://BUCKET/PREFIX` (options: the AWS_* variables, `[object_store]`).
         #[arg(long, env = "RETAIL_KPI_OUT")]
-        pub out: Option<PathBuf>,
+        pub out: Option<OutLocation>,
+        /// Encoding of the KPI files: `json` (SPEC §5), `parquet` (exact DECIMAL money),
+        /// or `both`, side by side under the same names.
+        #[arg(long, value_enum, default_value = "json", env = "RETAIL_KPI_FORMAT")]
+        pub format: Format,
+        /// Object storage: how long one object is retried through transport errors (an
+        /// unreachable or restarting store) before the job stops with exit 4.
+        #[arg(long, default_value = "60s", value_parser = duration, env = "RETAIL_KPI_OUT_RETRY_TIMEOUT")]
+        pub out_retry_timeout: ClientDuration,
         /// Print the per-invoice summary (invoice_no, country, timestamp, total_cost,
         /// total_items, is_order, is_return) as JSON lines on standard output.
         #[arg(long, action = clap::ArgAction::SetTrue)]
@@ -230,7 +240,7 @@ pub const MASK: &str = "********";
 
 /// Parts of a librdkafka property name that mark its value as a secret: passwords, SASL
 /// JAAS and OAUTHBEARER settings, private keys and their PEM text, tokens, credentials.
-const SECRET_MARKS: [&str; 9] = [
+const SECRET_MARKS: [&str; 10] = [
     "password",
     "secret",
     "sasl.jaas",
@@ -240,6 +250,7 @@ const SECRET_MARKS: [&str; 9] = [
     "token",
     "credential",
     "keystore",
+    "customer_key",
 ];
 
 /// Whether the value of this property must never be shown (case-insensitive).
@@ -377,7 +388,7 @@ impl FileSettings {
     #[cfg(unix)]
     pub fn exposes_secrets(&self, path: &Path) -> bool {
         use std::os::unix::fs::PermissionsExt;
-        self.kafka.keys().any(|k| is_secret_key(k))
+        (self.kafka.keys().chain(self.object_store.keys())).any(|k| is_secret_key(k))
             && std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
     }
 

@@ -12,6 +12,8 @@
 
 pub mod local;
 pub mod memory;
+pub mod object;
+pub mod parquet;
 pub mod render;
 
 use crate::aggregate::partial::WindowAgg;
@@ -19,8 +21,9 @@ use crate::aggregate::ClosedBucket;
 use crate::record::RejectedRecord;
 use crate::source::Gap;
 use crate::state::Delivered;
-use render::{render_bucket, render_rejected, Family};
+use render::{render_rejected, Family};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,106 @@ pub enum SinkError {
     },
     #[error("{path} already exists with other bytes than this job computed; the output folder holds another run's files: give the job its own --out folder")]
     Conflict { path: PathBuf },
+    #[error("{object} already exists with other bytes than this job computed; the prefix holds another run's objects: give the job its own --out prefix")]
+    ObjectConflict { object: String },
+    #[error("cannot encode {object}: {source}")]
+    Encode {
+        object: String,
+        source: parquet::EncodeError,
+    },
+    #[error(transparent)]
+    Store(#[from] object::StoreError),
+}
+
+/// Where the job writes (`--out`): a local folder, or a prefix of a bucket in object
+/// storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutLocation {
+    Folder(PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl OutLocation {
+    /// A path, `file:///path`, or `s3://BUCKET[/PREFIX]`.
+    pub fn parse(text: &str) -> Result<OutLocation, String> {
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return Ok(OutLocation::Folder(text.into()));
+        };
+        match scheme {
+            "file" if rest.starts_with('/') => Ok(OutLocation::Folder(rest.into())),
+            "file" => Err(format!("{text:?}: a file URL names an absolute path (file:///var/lib/retail-kpi/out)")),
+            "s3" | "s3a" => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(format!("{text:?} names no bucket: s3://BUCKET/PREFIX"));
+                }
+                Ok(OutLocation::S3 {
+                    bucket: bucket.to_owned(),
+                    prefix: prefix.trim_matches('/').to_owned(),
+                })
+            }
+            _ => Err(format!(
+                "{text:?}: the output is a folder, file:///PATH or s3://BUCKET/PREFIX (the {scheme}:// scheme is not built in)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for OutLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OutLocation::Folder(p) => write!(f, "{}", p.display()),
+            OutLocation::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            OutLocation::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// Which encodings of the KPI files are written (`--format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Json,
+    Parquet,
+    Both,
+}
+
+/// One encoding of a KPI file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    Parquet,
+}
+
+impl Format {
+    pub fn encodings(self) -> &'static [Encoding] {
+        match self {
+            Format::Json => &[Encoding::Json],
+            Format::Parquet => &[Encoding::Parquet],
+            Format::Both => &[Encoding::Json, Encoding::Parquet],
+        }
+    }
+}
+
+impl Encoding {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::Parquet => "parquet",
+        }
+    }
+
+    /// A bucket's file of `family` in this encoding; empty when it has no row.
+    pub fn encode(
+        self,
+        family: Family,
+        windows: &[(i64, &WindowAgg)],
+    ) -> Result<Vec<u8>, parquet::EncodeError> {
+        match self {
+            Encoding::Json => Ok(render::render_bucket(family, windows)),
+            Encoding::Parquet => parquet::encode_bucket(family, windows),
+        }
+    }
 }
 
 /// What happened to one object.
@@ -97,6 +200,7 @@ pub struct Outbox {
     buckets: BTreeMap<i64, Vec<(i64, WindowAgg)>>,
     rejected: BTreeMap<u64, Vec<RejectedRecord>>,
     delivered: Delivered,
+    format: Format,
 }
 
 /// What one [`Outbox::write_step`] did.
@@ -123,7 +227,14 @@ impl Outbox {
                 buckets_rendered,
                 ..Delivered::default()
             },
+            format: Format::Json,
         }
+    }
+
+    /// The encodings of the KPI files written from now on.
+    pub fn with_format(mut self, format: Format) -> Outbox {
+        self.format = format;
+        self
     }
 
     /// Outputs of a checkpoint just committed: its complete buckets, and its rejected
@@ -146,7 +257,7 @@ impl Outbox {
     }
 
     /// Writes at most `max_objects` due objects (about half of them KPI buckets of two
-    /// files each, then rejected files) in one stage-and-commit round.
+    /// files per encoding each, then rejected files) in one stage-and-commit round.
     pub fn write_step(
         &mut self,
         committer: &mut dyn Committer,
@@ -154,10 +265,11 @@ impl Outbox {
     ) -> Result<Step, SinkError> {
         let max_objects = max_objects.max(1);
         let mut names = 0usize;
+        let encodings = self.format.encodings();
         let buckets: Vec<i64> = self
             .buckets
             .keys()
-            .take(max_objects.div_ceil(2))
+            .take(max_objects.div_ceil(2 * encodings.len()))
             .copied()
             .collect();
         for b in &buckets {
@@ -165,10 +277,19 @@ impl Outbox {
             let windows: Vec<(i64, &WindowAgg)> =
                 self.buckets[b].iter().map(|(s, w)| (*s, w)).collect();
             for family in Family::BOTH {
-                let bytes = render_bucket(family, &windows);
-                if !bytes.is_empty() {
-                    committer.stage(&format!("{}/{name}.json", family.folder()), &bytes)?;
-                    names += 1;
+                for encoding in encodings {
+                    let object = format!("{}/{name}.{}", family.folder(), encoding.extension());
+                    let bytes =
+                        encoding
+                            .encode(family, &windows)
+                            .map_err(|source| SinkError::Encode {
+                                object: object.clone(),
+                                source,
+                            })?;
+                    if !bytes.is_empty() {
+                        committer.stage(&object, &bytes)?;
+                        names += 1;
+                    }
                 }
             }
         }

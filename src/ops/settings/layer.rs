@@ -208,6 +208,12 @@ macro_rules! settings {
                 ::std::string::String,
                 $crate::ops::settings::PropertyValue,
             >,
+            /// Options of the object store `--out` names (`s3://...`), passed to it as
+            /// they are: endpoint, region, credentials (README "Object storage").
+            pub object_store: ::std::collections::BTreeMap<
+                ::std::string::String,
+                ::std::string::String,
+            >,
         }
     };
 }

@@ -2,6 +2,7 @@
 //! value, through the parser its `#[arg]` names), from the settings file, and how
 //! `config check` shows it. A new setting of a kind listed here needs nothing in this file.
 
+use crate::sink::{Format, OutLocation};
 use crate::source::kafka::{OnDataLoss, StartAt};
 use clap::ValueEnum;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -212,7 +213,22 @@ macro_rules! named {
     )*};
 }
 
-named!(StartAt, OnDataLoss, Until, LogFormat);
+named!(StartAt, OnDataLoss, Until, LogFormat, Format);
+
+/// `--out`: parsed after the layers are merged, so that its error names its layer.
+impl Setting for OutLocation {
+    type Flag = String;
+    type File = String;
+    fn from_flag(v: String) -> Result<Self, String> {
+        OutLocation::parse(&v)
+    }
+    fn from_file(v: String) -> Result<Self, String> {
+        OutLocation::parse(&v)
+    }
+    fn show(&self) -> Option<String> {
+        Some(toml_string(&self.to_string()))
+    }
+}
 
 fn name_of<T: ValueEnum>(v: &T) -> String {
     v.to_possible_value()

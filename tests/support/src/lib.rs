@@ -5,7 +5,9 @@
 //! - [`reference`]: the independent reference computation, written from the SPEC alone;
 //! - [`cluster`]: Kafka clusters of `scripts/kafka` on ports chosen free at their start,
 //!   the job's command line, reading a topic and the job's group offsets back;
-//! - [`process`]: children that die with the test, and waits on a condition.
+//! - [`process`]: children that die with the test, and waits on a condition;
+//! - [`s3`]: local S3-compatible servers of `scripts/s3` (SeaweedFS) on ports chosen free
+//!   at their start, for the object-store output.
 //!
 //! The binary's path is an argument wherever a job is run: Cargo sets
 //! `CARGO_BIN_EXE_retail-kpi` only when it compiles the root package's integration tests,
@@ -16,3 +18,4 @@ pub mod cluster;
 pub mod harness;
 pub mod process;
 pub mod reference;
+pub mod s3;
