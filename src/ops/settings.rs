@@ -238,9 +238,10 @@ impl AggregationSettings {
 /// What a masked secret is printed as.
 pub const MASK: &str = "********";
 
-/// Parts of a librdkafka property name that mark its value as a secret: passwords, SASL
-/// JAAS and OAUTHBEARER settings, private keys and their PEM text, tokens, credentials.
-const SECRET_MARKS: [&str; 10] = [
+/// Parts of a librdkafka property or object store option name that mark its value as a
+/// secret: passwords, SASL JAAS and OAUTHBEARER settings, private keys and their PEM text,
+/// tokens, credentials, secret access keys, customer encryption keys, proxy URLs.
+const SECRET_MARKS: [&str; 11] = [
     "password",
     "secret",
     "sasl.jaas",
@@ -251,6 +252,8 @@ const SECRET_MARKS: [&str; 10] = [
     "credential",
     "keystore",
     "customer_key",
+    // An object store's proxy URL may carry a user and password.
+    "proxy_url",
 ];
 
 /// Whether the value of this property must never be shown (case-insensitive).
@@ -415,6 +418,10 @@ mod tests {
             "sasl.oauthbearer.client.secret",
             "sasl.oauthbearer.config",
             "https.client.private.key",
+            "aws_secret_access_key",
+            "aws_session_token",
+            "aws_sse_customer_key_base64",
+            "aws_proxy_url",
         ] {
             assert!(is_secret_key(k), "{k}");
         }

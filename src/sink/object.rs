@@ -89,6 +89,14 @@ pub enum StoreError {
     Refused { bucket: String, detail: String },
     #[error("cannot write {object}: {detail}; is the endpoint reachable (aws_endpoint / AWS_ENDPOINT_URL)? The checkpoint is intact: restart when the store answers, and the object is written again")]
     Unreachable { object: String, detail: String },
+    #[error("the store refused the request for {object} with {code}: check the object store options (region, endpoint, permissions) ({detail})")]
+    Rejected {
+        object: String,
+        code: String,
+        detail: String,
+    },
+    #[error("s3://{bucket}: the store accepted a second conditional put of one name (If-None-Match is ignored), so it cannot refuse another run's bytes; set aws_conditional_put = \"disabled\" in [object_store] for a store without conditional puts")]
+    NoConditionalPut { bucket: String },
 }
 
 /// Writes objects below `s3://bucket/prefix/`.
@@ -109,9 +117,12 @@ impl ObjectSink {
     pub fn open(cfg: &ObjectConfig) -> Result<ObjectSink, SinkError> {
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&cfg.bucket)
+            // object_store retries inside each attempt, and the commit loop retries
+            // attempts: half the budget each keeps one object's whole wait near
+            // `retry_timeout`.
             .with_retry(RetryConfig {
                 max_retries: 10,
-                retry_timeout: cfg.retry_timeout,
+                retry_timeout: cfg.retry_timeout / 2,
                 ..RetryConfig::default()
             });
         // Conditional puts unless the operator turned them off for a store without them.
@@ -157,6 +168,9 @@ impl ObjectSink {
             staged: Vec::new(),
         };
         sink.check_bucket()?;
+        if sink.conditional {
+            sink.check_conditional_put()?;
+        }
         Ok(sink)
     }
 
@@ -186,23 +200,30 @@ impl ObjectSink {
     }
 
     fn classify(&self, object: &str, e: object_store::Error) -> StoreError {
-        // One line: the store's XML answer comes with line breaks.
-        let detail = e.to_string().replace(['\r', '\n'], " ");
+        let detail = summary(&e);
         let code = s3_code(&detail);
-        match (&e, code) {
+        match (&e, code.as_deref()) {
             (_, Some("NoSuchBucket")) | (object_store::Error::NotFound { .. }, None) => {
                 StoreError::NoBucket {
                     bucket: self.bucket.clone(),
                     detail,
                 }
             }
-            (_, Some(_))
-            | (
+            (_, Some(c)) if CREDENTIAL_CODES.contains(&c) => StoreError::Refused {
+                bucket: self.bucket.clone(),
+                detail,
+            },
+            (
                 object_store::Error::Unauthenticated { .. }
                 | object_store::Error::PermissionDenied { .. },
                 None,
             ) => StoreError::Refused {
                 bucket: self.bucket.clone(),
+                detail,
+            },
+            (_, Some(c)) if !TRANSIENT_CODES.contains(&c) => StoreError::Rejected {
+                object: object.to_owned(),
+                code: c.to_owned(),
                 detail,
             },
             _ => StoreError::Unreachable {
@@ -211,21 +232,93 @@ impl ObjectSink {
             },
         }
     }
+
+    /// A store that takes `If-None-Match: *` without honouring it would let the job
+    /// overwrite another run's objects and never see the conflict: two conditional puts
+    /// of one probe name must give one refusal. The probe is deleted after.
+    fn check_conditional_put(&self) -> Result<(), SinkError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let probe = self.path(&format!("_retail-kpi/probe-{}-{nanos}", std::process::id()));
+        let create = || PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let url = format!("s3://{}/{probe}", self.bucket);
+        let outcome = self.runtime.block_on(async {
+            self.store
+                .put_opts(&probe, PutPayload::from_static(b"probe"), create())
+                .await?;
+            let second = self
+                .store
+                .put_opts(&probe, PutPayload::from_static(b"probe"), create())
+                .await;
+            let _ = self.store.delete(&probe).await;
+            Ok::<_, object_store::Error>(second)
+        });
+        match outcome {
+            Ok(Err(object_store::Error::AlreadyExists { .. })) => Ok(()),
+            Ok(Ok(_)) => Err(StoreError::NoConditionalPut {
+                bucket: self.bucket.clone(),
+            }
+            .into()),
+            Ok(Err(e)) | Err(e) => Err(self.classify(&url, e).into()),
+        }
+    }
 }
 
-/// The S3 error code an answer names, of those that say what to fix: object_store
-/// passes a listing's 404 or 403 on as a generic error with the store's XML answer.
-fn s3_code(detail: &str) -> Option<&'static str> {
-    [
-        "NoSuchBucket",
-        "SignatureDoesNotMatch",
-        "InvalidAccessKeyId",
-        "AccessDenied",
-        "ExpiredToken",
-        "InvalidToken",
-    ]
-    .into_iter()
-    .find(|code| detail.contains(&format!("<Code>{code}</Code>")))
+/// Codes that say the credentials are wrong or not allowed.
+const CREDENTIAL_CODES: [&str; 5] = [
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "AccessDenied",
+    "ExpiredToken",
+    "InvalidToken",
+];
+
+/// Codes after which the same request may succeed.
+const TRANSIENT_CODES: [&str; 7] = [
+    "SlowDown",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "ConditionalRequestConflict",
+    "OperationAborted",
+];
+
+/// An error as it may be shown: object_store's words, and of the store's XML answer only
+/// its code and message. The rest of that answer is left out because AWS echoes the
+/// signed request in it (`StringToSign`, `CanonicalRequest`, hex bytes included), which
+/// holds the session token in forms the log's masking cannot know.
+fn summary(e: &object_store::Error) -> String {
+    let text = e.to_string().replace(['\r', '\n'], " ");
+    let Some(start) = text.find("<?xml").or_else(|| text.find("<Error>")) else {
+        return text;
+    };
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let from = text.find(&open)? + open.len();
+        let to = text[from..].find(&format!("</{name}>"))? + from;
+        Some(text[from..to].to_owned())
+    };
+    let mut out = text[..start].trim_end().to_owned();
+    if let Some(code) = tag("Code") {
+        out.push_str(&format!(" <Code>{code}</Code>"));
+    }
+    if let Some(message) = tag("Message") {
+        out.push_str(&format!(" {message}"));
+    }
+    out
+}
+
+/// The S3 error code of the store's answer (`<Code>NoSuchBucket</Code>`), if it gave one:
+/// object_store passes many answers on as a generic error with the XML text.
+fn s3_code(detail: &str) -> Option<String> {
+    let from = detail.find("<Code>")? + "<Code>".len();
+    let to = detail[from..].find("</Code>")? + from;
+    Some(detail[from..to].to_owned())
 }
 
 /// One object's put, made idempotent: see the module's comment.
@@ -262,10 +355,17 @@ async fn put_one(
         .await
     {
         Ok(_) => Ok(Outcome::Written(Written::New)),
-        Err(object_store::Error::AlreadyExists { .. }) => {
-            let there = store.get(path).await?.bytes().await?;
-            Ok(same(&there))
-        }
+        Err(object_store::Error::AlreadyExists { .. }) => match store.get(path).await {
+            Ok(r) => Ok(same(&r.bytes().await?)),
+            // Refused, yet not there: AWS's 409 ConditionalRequestConflict (an earlier try
+            // of this put still in flight), which object_store reports as AlreadyExists.
+            // Another try settles it.
+            Err(object_store::Error::NotFound { .. }) => Err(object_store::Error::Generic {
+                store: "S3",
+                source: "a conditional put was refused but the object is not there yet (a concurrent try in flight)".into(),
+            }),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     }
 }
@@ -275,17 +375,20 @@ enum Outcome {
     Conflict,
 }
 
-/// Whether another try may succeed: not for a missing bucket or refused credentials.
+/// Whether another try may succeed: not for a missing bucket, refused credentials, or a
+/// request the store refuses for what it is (a wrong region, a bad option).
 fn transient(e: &object_store::Error) -> bool {
-    s3_code(&e.to_string()).is_none()
-        && !matches!(
-            e,
-            object_store::Error::NotFound { .. }
-                | object_store::Error::Unauthenticated { .. }
-                | object_store::Error::PermissionDenied { .. }
-                | object_store::Error::NotImplemented { .. }
-                | object_store::Error::NotSupported { .. }
-        )
+    if let Some(code) = s3_code(&e.to_string()) {
+        return TRANSIENT_CODES.contains(&code.as_str());
+    }
+    !matches!(
+        e,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::NotSupported { .. }
+    )
 }
 
 impl Committer for ObjectSink {
@@ -311,7 +414,7 @@ impl Committer for ObjectSink {
                     match put_one(store.as_ref(), &path, bytes.clone(), conditional).await {
                         Ok(o) => return Ok((path, o)),
                         Err(e) if transient(&e) && started.elapsed() + wait < retry_timeout => {
-                            tracing::warn!(object = %path, error = %e, "object store write failed; retrying");
+                            tracing::warn!(object = %path, error = %summary(&e), "object store write failed; retrying");
                             tokio::time::sleep(wait).await;
                             wait = (wait * 2).min(Duration::from_secs(5));
                         }
@@ -360,6 +463,45 @@ mod tests {
         cfg.options.insert("aws_endpoit".into(), "http://x".into());
         let e = ObjectSink::open(&cfg).err().expect("refused");
         assert!(e.to_string().contains("`aws_endpoit`"), "{e}");
+    }
+
+    #[test]
+    fn the_echoed_request_never_shows() {
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match</Message><StringToSign>AWS4-HMAC-SHA256 x-amz-security-token:SESSIONTOKEN</StringToSign><CanonicalRequestBytes>53 45 53 53</CanonicalRequestBytes></Error>";
+        let e = object_store::Error::Generic {
+            store: "S3",
+            source: format!("Error performing list request: 403 Forbidden: {body}").into(),
+        };
+        let shown = summary(&e);
+        assert!(
+            !shown.contains("SESSIONTOKEN") && !shown.contains("53 45"),
+            "{shown}"
+        );
+        assert!(
+            shown.ends_with("<Code>SignatureDoesNotMatch</Code> The request signature we calculated does not match"),
+            "{shown}"
+        );
+        assert_eq!(s3_code(&shown).as_deref(), Some("SignatureDoesNotMatch"));
+        assert!(!transient(&e));
+    }
+
+    #[test]
+    fn only_answers_that_may_change_are_retried() {
+        let generic = |text: &str| object_store::Error::Generic {
+            store: "S3",
+            source: text.to_owned().into(),
+        };
+        assert!(transient(&generic("error sending request")));
+        assert!(transient(&generic(
+            "503: <Error><Code>SlowDown</Code></Error>"
+        )));
+        assert!(!transient(&generic(
+            "400: <Error><Code>AuthorizationHeaderMalformed</Code></Error>"
+        )));
+        assert!(!transient(&object_store::Error::NotFound {
+            path: "p".into(),
+            source: "404".into(),
+        }));
     }
 
     #[test]
