@@ -67,15 +67,22 @@ fn main() {
             t.elapsed().as_secs_f64(),
         );
 
-        let out = dir.path().join(format!("out-{rate}"));
-        let state = dir.path().join(format!("state-{rate}"));
-        let cfg = JobConfig::new(out, state);
-        let t = Instant::now();
-        let mut src = FileSource::open(&file).unwrap();
-        let s = job::run(&cfg, &mut src, Arc::new(AtomicBool::new(false))).unwrap();
-        report(
-            &format!("run --input, end to end ({} files)", s.files_written),
-            t.elapsed().as_secs_f64(),
-        );
+        // Decoding on the loop's thread, then on a pool of 2 (`--threads`, issue 11).
+        for threads in [1, 2] {
+            let out = dir.path().join(format!("out-{rate}-{threads}"));
+            let state = dir.path().join(format!("state-{rate}-{threads}"));
+            let mut cfg = JobConfig::new(out, state);
+            cfg.threads = threads;
+            let t = Instant::now();
+            let mut src = FileSource::open(&file).unwrap();
+            let s = job::run(&cfg, &mut src, Arc::new(AtomicBool::new(false))).unwrap();
+            report(
+                &format!(
+                    "run --input, {threads} decode thread(s) ({} files)",
+                    s.files_written
+                ),
+                t.elapsed().as_secs_f64(),
+            );
+        }
     }
 }

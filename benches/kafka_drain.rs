@@ -102,23 +102,27 @@ fn main() {
     let bare = t.elapsed().as_secs_f64();
     drop(consumer);
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = JobConfig::new(dir.path().join("out"), dir.path().join("state"));
-    cfg.close_at_end = true;
-    let mut k = KafkaConfig::new(&brokers, &topic);
-    k.until_end = true;
-    let mut src = KafkaSource::connect(k).unwrap();
-    let t = Instant::now();
-    let s = job::run(&cfg, &mut src, Arc::new(AtomicBool::new(false))).unwrap();
-    let jobt = t.elapsed().as_secs_f64();
-    assert_eq!(s.records as i64, total);
     let rate = |secs: f64| total as f64 / secs;
     println!("bare rdkafka consumer (count only)   {:>10.0} records/s {:>7.1} MB/s ({total} records, {bare:.2} s)", rate(bare), bytes as f64 / bare / 1e6);
-    println!(
-        "retail-kpi backfill (checkpoints, {} files) {:>10.0} records/s {:>7.1} MB/s ({jobt:.2} s)",
-        s.files_written,
-        rate(jobt),
-        bytes as f64 / jobt / 1e6
-    );
-    println!("job / bare = {:.2}", bare / jobt);
+    // Decoding on the loop's thread, then on a pool of 2 (`--threads`, issue 11).
+    for threads in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = JobConfig::new(dir.path().join("out"), dir.path().join("state"));
+        cfg.close_at_end = true;
+        cfg.threads = threads;
+        let mut k = KafkaConfig::new(&brokers, &topic);
+        k.until_end = true;
+        let mut src = KafkaSource::connect(k).unwrap();
+        let t = Instant::now();
+        let s = job::run(&cfg, &mut src, Arc::new(AtomicBool::new(false))).unwrap();
+        let jobt = t.elapsed().as_secs_f64();
+        assert_eq!(s.records as i64, total);
+        println!(
+            "retail-kpi backfill, {threads} decode thread(s) ({} files) {:>10.0} records/s {:>7.1} MB/s ({jobt:.2} s); job / bare = {:.2}",
+            s.files_written,
+            rate(jobt),
+            bytes as f64 / jobt / 1e6,
+            bare / jobt
+        );
+    }
 }

@@ -49,6 +49,9 @@ pub struct JobConfig {
     /// the next, so that a job killed however often still gets through a large backlog
     /// of due files, and a stop waits for one step at most.
     pub render_step: usize,
+    /// Threads that decode records; 1 decodes on the loop's own thread. Aggregation stays
+    /// on that thread, in offset order, so the output does not depend on it.
+    pub threads: usize,
 }
 
 impl JobConfig {
@@ -65,6 +68,7 @@ impl JobConfig {
             batch: 4096,
             metrics: None,
             render_step: 256,
+            threads: 1,
         }
     }
 }
@@ -81,6 +85,8 @@ pub enum JobError {
     Stdout(std::io::Error),
     #[error("the state store at {path} holds results computed with other settings: {changes}. A result mixes no two settings: run with the recorded values, or move the state folder aside (and use a new output folder) to compute everything again with the new ones")]
     SettingsChanged { path: PathBuf, changes: String },
+    #[error("cannot start the decoding threads: {0}; run with fewer --threads")]
+    Threads(String),
 }
 
 /// What a run did, for the summary line and the tests.
@@ -166,6 +172,47 @@ impl<D: Decoder> Intake<D> {
         });
     }
 
+    /// The admitted records of one poll, decoded on `pool` and then aggregated here in
+    /// their order, as [`Intake::process`] would one by one; `each` gets every invoice the
+    /// engine accepted.
+    pub fn process_batch<'b>(
+        &mut self,
+        engine: &mut Engine,
+        batch: &'b Batch,
+        pool: &rayon::ThreadPool,
+        mut each: impl FnMut(&Invoice<'b>),
+    ) where
+        D: Sync,
+    {
+        use rayon::prelude::*;
+        let decoder = &self.decoder;
+        let verdicts: Vec<Result<Invoice<'b>, Rejection>> = pool.install(|| {
+            (0..batch.len())
+                .into_par_iter()
+                .with_min_len(64)
+                .map(|i| {
+                    let rec = batch.record(i);
+                    decoder.decode(rec.value, rec.len())
+                })
+                .collect()
+        });
+        for (i, verdict) in verdicts.into_iter().enumerate() {
+            let rec = batch.record(i);
+            let at = RecordAt {
+                partition: rec.partition,
+                offset: rec.offset,
+                timestamp_ms: rec.timestamp_ms,
+            };
+            match verdict.and_then(|inv| engine.accept(at, &inv).map(|()| inv)) {
+                Ok(inv) => each(&inv),
+                Err(rej) => {
+                    engine.count_rejected(rej.reason);
+                    self.reject(&rec, rej);
+                }
+            }
+        }
+    }
+
     /// The records refused since the last call, for the next checkpoint.
     pub fn take_rejected(&mut self) -> Vec<RejectedRecord> {
         self.rejected_bytes = 0;
@@ -176,6 +223,63 @@ impl<D: Decoder> Intake<D> {
     /// stream of bad records must not grow memory with the checkpoint interval.
     pub fn buffered_bytes(&self) -> usize {
         self.rejected_bytes
+    }
+}
+
+/// The records of one poll copied out of the source's buffers (which the next record may
+/// reuse), so that a pool of threads can decode them while their order is kept.
+#[derive(Debug, Default)]
+pub struct Batch {
+    bytes: Vec<u8>,
+    records: Vec<BatchRecord>,
+}
+
+#[derive(Debug)]
+struct BatchRecord {
+    partition: u32,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    start: usize,
+    end: usize,
+    full_len: Option<u64>,
+}
+
+impl Batch {
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.records.clear();
+    }
+
+    pub fn push(&mut self, rec: &SourceRecord<'_>) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(rec.value);
+        self.records.push(BatchRecord {
+            partition: rec.partition,
+            offset: rec.offset,
+            timestamp_ms: rec.timestamp_ms,
+            start,
+            end: self.bytes.len(),
+            full_len: rec.full_len,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn record(&self, i: usize) -> SourceRecord<'_> {
+        let r = &self.records[i];
+        SourceRecord {
+            partition: r.partition,
+            offset: r.offset,
+            timestamp_ms: r.timestamp_ms,
+            value: &self.bytes[r.start..r.end],
+            full_len: r.full_len,
+        }
     }
 }
 
@@ -209,7 +313,7 @@ struct Run<'a, D: Decoder> {
 
 /// Runs the job until the source ends or `stop` is set, reading records with `decoder`
 /// and writing through `sink`. Returns after a final checkpoint.
-pub fn run_with<D: Decoder>(
+pub fn run_with<D: Decoder + Sync>(
     cfg: &JobConfig,
     source: &mut dyn Source,
     decoder: D,
@@ -258,20 +362,50 @@ pub fn run_with<D: Decoder>(
     // one record per poll must not pay for a publication per record.
     let publish_every = Duration::from_millis(100);
     let mut last_publish: Option<Instant> = None;
+    // Decoding on a pool when asked for more than one thread: each poll's records are
+    // copied into a batch (admitted in order first), decoded in parallel, then aggregated
+    // in order on this thread.
+    let pool = match cfg.threads {
+        0 | 1 => None,
+        n => Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .thread_name(|i| format!("decode-{i}"))
+                .build()
+                .map_err(|e| JobError::Threads(e.to_string()))?,
+        ),
+    };
+    let mut batch = Batch::default();
     loop {
         let print = cfg.print_invoices;
         let (engine, intake) = (&mut run.engine, &mut run.intake);
-        let polled = source
-            .poll(cfg.batch, &mut |rec| {
-                if let Some(inv) = intake.process(engine, rec) {
-                    if print && out_err.is_none() {
-                        if let Err(e) = print_invoice(&mut out, &inv) {
-                            out_err = Some(e);
-                        }
-                    }
+        let mut printed = |inv: &Invoice<'_>| {
+            if print && out_err.is_none() {
+                if let Err(e) = print_invoice(&mut out, inv) {
+                    out_err = Some(e);
                 }
-            })
-            .map_err(JobError::Source)?;
+            }
+        };
+        let polled = match &pool {
+            None => source.poll(cfg.batch, &mut |rec| {
+                if let Some(inv) = intake.process(engine, rec) {
+                    printed(&inv);
+                }
+            }),
+            Some(pool) => {
+                batch.clear();
+                let polled = source.poll(cfg.batch, &mut |rec| {
+                    if engine.admit(rec.partition, rec.offset) {
+                        batch.push(&rec);
+                    }
+                });
+                if !batch.is_empty() {
+                    intake.process_batch(engine, &batch, pool, &mut printed);
+                }
+                polled
+            }
+        }
+        .map_err(JobError::Source)?;
         if let Some(e) = out_err.take() {
             return Err(JobError::Stdout(e));
         }

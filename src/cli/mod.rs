@@ -190,6 +190,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 // README: a failed standard output is a plain failure, not the output folder.
                 JobError::Stdout(_) => exit::FAILURE,
                 JobError::SettingsChanged { .. } => exit::CONFIG,
+                JobError::Threads(_) => exit::FAILURE,
             };
         }
         if let Some(e) = cause.downcast_ref::<SinkError>() {

@@ -90,6 +90,10 @@ pub fn job_config(s: &Settings) -> JobConfig {
     };
     let mut cfg = JobConfig::new(out, state.expect("resolve requires the state folder"));
     cfg.format = s.output.format;
+    cfg.threads = match s.decode.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     cfg.engine = engine_config(&s.aggregation);
     cfg.limits = decoder_limits(&s.limits);
     cfg.checkpoint_interval = s.checkpoint.checkpoint_interval.0;

@@ -4,9 +4,9 @@
 
 use super::*;
 use retail_kpi::ops::settings::{
-    AggregationFlags, AggregationSettings, CheckpointFlags, CheckpointSettings, LimitsFlags,
-    LimitsSettings, LoggingFlags, LoggingSettings, MetricsFlags, MetricsSettings, Origin, Origins,
-    OutputFlags, OutputSettings, SourceFlags, SourceSettings,
+    AggregationFlags, AggregationSettings, CheckpointFlags, CheckpointSettings, DecodeFlags,
+    DecodeSettings, LimitsFlags, LimitsSettings, LoggingFlags, LoggingSettings, MetricsFlags,
+    MetricsSettings, Origin, Origins, OutputFlags, OutputSettings, SourceFlags, SourceSettings,
 };
 use std::collections::BTreeSet;
 
@@ -39,6 +39,8 @@ pub struct RunArgs {
     pub aggregation: AggregationFlags,
     #[command(flatten)]
     pub limits: LimitsFlags,
+    #[command(flatten)]
+    pub decode: DecodeFlags,
     #[command(flatten)]
     pub metrics: MetricsFlags,
 }
@@ -79,6 +81,7 @@ pub struct Settings {
     pub checkpoint: CheckpointSettings,
     pub aggregation: AggregationSettings,
     pub limits: LimitsSettings,
+    pub decode: DecodeSettings,
     pub metrics: MetricsSettings,
     pub logging: LoggingSettings,
     /// librdkafka properties: the file's `[kafka]` table, then `-X` over it.
@@ -115,6 +118,7 @@ impl Settings {
         let checkpoint = CheckpointSettings::resolve(&r.checkpoint, &file, &mut layers)?;
         let aggregation = AggregationSettings::resolve(&r.aggregation, &file, &mut layers)?;
         let limits = LimitsSettings::resolve(&r.limits, &file, &mut layers)?;
+        let decode = DecodeSettings::resolve(&r.decode, &file, &mut layers)?;
         let metrics = MetricsSettings::resolve(&r.metrics, &file, &mut layers)?;
         let logging = LoggingSettings::resolve(logging, &file, &mut layers)?;
         let mut kafka = BTreeMap::new();
@@ -145,6 +149,7 @@ impl Settings {
             checkpoint,
             aggregation,
             limits,
+            decode,
             metrics,
             logging,
             kafka,
@@ -169,6 +174,7 @@ impl Settings {
             self.checkpoint.shown(),
             self.aggregation.shown(),
             self.limits.shown(),
+            self.decode.shown(),
             self.metrics.shown(),
         ]
         .concat();

@@ -133,6 +133,14 @@ settings! {
         pub max_items: u64,
     }
 
+    /// How records are decoded.
+    pub struct DecodeSettings(DecodeFlags) {
+        /// Threads that decode records; 0: one per core. Aggregation stays in offset order
+        /// on one thread, so the output does not depend on it.
+        #[arg(long, default_value = "0", env = "RETAIL_KPI_THREADS")]
+        pub threads: usize,
+    }
+
     /// The metrics and health endpoints.
     pub struct MetricsSettings(MetricsFlags) {
         /// Address of /metrics, /healthz and /readyz (HOST:PORT; port 0 picks a free one and
