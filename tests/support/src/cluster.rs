@@ -2,18 +2,16 @@
 //! ports chosen free when it starts, stopped once the test process is gone; the job's
 //! command line; reading a topic and the job's group offsets back for the reference.
 
-use crate::process::{owned_command, wait_until};
+use crate::process::{free_ports, owned_command, run_script, wait_until};
 use crate::reference::RefRecord;
-use rand::Rng;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The broker script (this crate is `tests/support` of the repository).
@@ -26,9 +24,6 @@ pub const VERSION_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scrip
 const PORT_BASES: std::ops::Range<u16> = 20_000..32_000;
 /// Starts tried, each on other ports, when a chosen port was taken in between.
 const START_TRIES: u32 = 5;
-
-/// Every port handed to a cluster of this process, so that two tests never get one twice.
-static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// A local cluster in `dir`, wiped on drop unless `keep` is set (a failed chaos run keeps
 /// it for investigation).
@@ -50,7 +45,7 @@ impl Cluster {
 
     /// Runs `scripts/kafka ARGS`; Err carries its output.
     pub fn try_script(&self, args: &[&str]) -> Result<String, String> {
-        run_script(self.command(args), args)
+        run_script(self.command(args), "scripts/kafka", args)
     }
 
     pub fn script(&self, args: &[&str]) -> String {
@@ -156,22 +151,8 @@ fn cluster_ports(base: u16, brokers: u32) -> Vec<u16> {
 }
 
 /// A port base whose ports no cluster of this process was given and nothing listens on now.
-/// scripts/kafka checks them again when it starts the brokers.
 fn choose_port_base(brokers: u32) -> u16 {
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    let mut rng = rand::thread_rng();
-    for _ in 0..1000 {
-        let base = rng.gen_range(PORT_BASES);
-        let ports = cluster_ports(base, brokers);
-        let free = ports.iter().all(|&p| {
-            !handed_out.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-        });
-        if free {
-            handed_out.extend(ports);
-            return base;
-        }
-    }
-    panic!("no free ports for {brokers} broker(s) in {PORT_BASES:?}");
+    free_ports(PORT_BASES, |base| cluster_ports(base, brokers))
 }
 
 /// `scripts/kafka ARGS` for the cluster in `dir`, as a child of the test. The brokers it
@@ -185,26 +166,10 @@ fn script_command(dir: &Path, args: &[&str]) -> Command {
     c
 }
 
-fn run_script(mut cmd: Command, args: &[&str]) -> Result<String, String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run scripts/kafka: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "scripts/kafka {args:?} failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
 /// Stops and deletes the cluster in `dir` that no [`Cluster`] of this process owns (one
 /// that another test process started).
 pub fn wipe(dir: &Path) -> Result<String, String> {
-    run_script(script_command(dir, &["wipe"]), &["wipe"])
+    run_script(script_command(dir, &["wipe"]), "scripts/kafka", &["wipe"])
 }
 
 /// Waits until the topic exists with all its partitions led.

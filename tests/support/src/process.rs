@@ -106,3 +106,46 @@ pub fn wait_log(child: &mut Child, log: &Path, needle: &str, count: usize, withi
         read().matches(needle).count() >= count
     });
 }
+
+/// Every port handed to a server of this test process (Kafka clusters, S3 servers), so
+/// that two tests never get one twice.
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A base drawn from `bases` whose ports (`ports_of(base)`) no server of this process was
+/// given and nothing listens on now; they are marked as given. The project's scripts
+/// check them again when they start their server.
+pub fn free_ports(bases: std::ops::Range<u16>, ports_of: impl Fn(u16) -> Vec<u16>) -> u16 {
+    use rand::Rng;
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let base = rng.gen_range(bases.clone());
+        let ports = ports_of(base);
+        let free = ports.iter().all(|&p| {
+            !handed_out.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        });
+        if free {
+            handed_out.extend(ports);
+            return base;
+        }
+    }
+    panic!("no free ports in {bases:?}");
+}
+
+/// Runs one of the project's scripts (`name`, for the message); Err carries its output.
+pub fn run_script(mut cmd: Command, name: &str, args: &[&str]) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {name}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{name} {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}

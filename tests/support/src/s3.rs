@@ -3,12 +3,9 @@
 //! when it starts, with a fixed access key and one bucket, stopped once the test process is
 //! gone.
 
-use crate::process::owned_command;
-use rand::Rng;
-use std::collections::BTreeSet;
+use crate::process::{free_ports, owned_command, run_script};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 /// The server script (this crate is `tests/support` of the repository).
 pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/s3");
@@ -32,9 +29,6 @@ pub const PORT_SPAN: u16 = 8;
 const PORTS: std::ops::Range<u16> = 12_000..18_000;
 /// Starts tried, each on other ports, when a chosen port was taken in between.
 const START_TRIES: u32 = 5;
-
-/// Every port handed to a server of this process, so that two tests never get one twice.
-static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// A local S3 server with its data in `dir`; dropping it stops the server and deletes
 /// `dir`.
@@ -64,7 +58,7 @@ impl S3Server {
 
     /// Runs `scripts/s3 ARGS` for this server; Err carries its output.
     pub fn try_script(&self, args: &[&str]) -> Result<String, String> {
-        run_script(self.command(args), args)
+        run_script(self.command(args), "scripts/s3", args)
     }
 
     pub fn script(&self, args: &[&str]) -> String {
@@ -238,36 +232,7 @@ pub fn pinned_s3_version() -> String {
 /// An S3 port whose span of ports no server of this process was given and nothing listens
 /// on now. scripts/s3 checks them again when it starts the server.
 fn choose_port() -> u16 {
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    let mut rng = rand::thread_rng();
-    for _ in 0..1000 {
-        let port = rng.gen_range(PORTS);
-        let ports = port..port + PORT_SPAN;
-        let free = ports.clone().all(|p| {
-            !handed_out.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-        });
-        if free {
-            handed_out.extend(ports);
-            return port;
-        }
-    }
-    panic!("no {PORT_SPAN} free ports in a row in {PORTS:?}");
-}
-
-fn run_script(mut cmd: Command, args: &[&str]) -> Result<String, String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run scripts/s3: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "scripts/s3 {args:?} failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    free_ports(PORTS, |port| (port..port + PORT_SPAN).collect())
 }
 
 /// Stops the server in `dir` that no [`S3Server`] of this process owns (one that another
@@ -275,5 +240,5 @@ fn run_script(mut cmd: Command, args: &[&str]) -> Result<String, String> {
 pub fn wipe(dir: &Path) -> Result<String, String> {
     let mut c = owned_command(SCRIPT);
     c.arg("wipe").env("RETAIL_KPI_S3_DIR", dir);
-    run_script(c, &["wipe"])
+    run_script(c, "scripts/s3", &["wipe"])
 }
