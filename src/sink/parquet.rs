@@ -217,18 +217,8 @@ pub fn encode_bucket(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::money::Money;
+    use crate::sink::render::tests::agg;
     use parquet::file::reader::{FileReader, SerializedFileReader};
-
-    fn agg(opm: u64, returns: u64, volume: i128, items: u128) -> Agg {
-        Agg {
-            opm,
-            orders: opm - returns,
-            returns,
-            total_items: items,
-            volume: Money(volume),
-        }
-    }
 
     #[test]
     fn declared_types_are_the_contract() {

@@ -124,12 +124,14 @@ pub fn render_rejected(records: &[RejectedRecord]) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::money::Money;
     use crate::record::Reason;
 
-    fn agg(opm: u64, returns: u64, volume: i128, items: u128) -> Agg {
+    /// A window's row with `returns` of its `opm` invoices returns (shared with the
+    /// Parquet tests).
+    pub(crate) fn agg(opm: u64, returns: u64, volume: i128, items: u128) -> Agg {
         Agg {
             opm,
             orders: opm - returns,

@@ -9,8 +9,6 @@ use std::process::Command;
 
 /// The server script (this crate is `tests/support` of the repository).
 pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/s3");
-/// The one file that pins the SeaweedFS version the script builds and runs.
-pub const VERSION_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/s3-version");
 
 /// The bucket and keys of every test server (the script's defaults, passed explicitly).
 pub const BUCKET: &str = "retail-kpi";
@@ -211,22 +209,6 @@ impl Drop for S3Server {
         let _ = self.try_script(&["stop"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// The SeaweedFS version scripts/s3-version pins: its first line that is not a comment.
-pub fn pinned_s3_version() -> String {
-    let text = std::fs::read_to_string(VERSION_FILE)
-        .unwrap_or_else(|e| panic!("cannot read {VERSION_FILE}: {e}"));
-    text.lines()
-        .map(|l| {
-            l.split('#')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect::<String>()
-        })
-        .find(|v| !v.is_empty())
-        .unwrap_or_else(|| panic!("{VERSION_FILE} names no version"))
 }
 
 /// An S3 port whose span of ports no server of this process was given and nothing listens
