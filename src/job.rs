@@ -10,6 +10,7 @@
 use crate::aggregate::{Engine, EngineConfig, RecordAt, ResultSettings};
 use crate::decode::invoice::{Invoice, Limits};
 use crate::decode::{Decoder, JsonInvoiceDecoder};
+use crate::ops::live::LiveView;
 use crate::ops::metrics::Metrics;
 use crate::record::{Reason, RejectedRecord, Rejection, SourceRecord, RAW_KEPT_BYTES};
 use crate::sink::local::FileSink;
@@ -45,6 +46,8 @@ pub struct JobConfig {
     pub batch: usize,
     /// Where the loop publishes its metrics and readiness, if they are served.
     pub metrics: Option<Arc<Metrics>>,
+    /// Where each checkpoint publishes the minutes it closed, for the live page.
+    pub live: Option<Arc<LiveView>>,
     /// Most files written in one rendering step; each step is recorded in the store before
     /// the next, so that a job killed however often still gets through a large backlog
     /// of due files, and a stop waits for one step at most.
@@ -67,6 +70,7 @@ impl JobConfig {
             print_invoices: false,
             batch: 4096,
             metrics: None,
+            live: None,
             render_step: 256,
             threads: 1,
         }
@@ -303,6 +307,7 @@ struct Run<'a, D: Decoder> {
     sink: &'a mut dyn Committer,
     summary: RunSummary,
     metrics: Option<&'a Metrics>,
+    live: Option<&'a LiveView>,
     /// The settings that change results, recorded with every checkpoint.
     settings: ResultSettings,
     /// Most objects per rendering step.
@@ -324,6 +329,10 @@ pub fn run_with<D: Decoder + Sync>(
     let mut restored = store.load()?;
     check_settings(cfg, restored.settings.as_ref())?;
     let recorded_source = restored.source.take();
+    // The page shows the minutes closed before a restart too, as committed.
+    if let Some(live) = &cfg.live {
+        live.publish(&restored.closed, restored.open.iter().map(|(s, w)| (*s, w)));
+    }
     let outbox = Outbox::restore(
         restored.take_closed_buckets(),
         std::mem::take(&mut restored.pending_rejected),
@@ -339,6 +348,7 @@ pub fn run_with<D: Decoder + Sync>(
         sink,
         summary: RunSummary::default(),
         metrics: cfg.metrics.as_deref(),
+        live: cfg.live.as_deref(),
         settings: ResultSettings::new(&cfg.engine, &cfg.limits),
         step: cfg.render_step.max(1),
         stop: &stop,
@@ -556,6 +566,9 @@ impl<D: Decoder> Run<'_, D> {
             m.observe_checkpoint(started.elapsed(), bytes);
         }
         self.summary.checkpoints += 1;
+        if let Some(live) = self.live {
+            live.publish(&delta.closed_inserts, self.engine.open_windows());
+        }
         crate::failpoint!("checkpoint.after_commit_before_render");
         source.committed(&self.engine.positions());
         self.outbox.add(delta.ready, delta.seq, delta.rejected);

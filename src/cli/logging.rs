@@ -32,7 +32,9 @@ pub fn init_logs(format: LogFormat) {
         .with_writer(writer);
     match format {
         LogFormat::Human => b.init(),
-        LogFormat::Json => b.json().init(),
+        // Flat fields: `message` and each field at the top level of the line, as log
+        // collectors index them.
+        LogFormat::Json => b.json().flatten_event(true).init(),
     }
 }
 

@@ -6,7 +6,6 @@ use anyhow::Context;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use retail_kpi::aggregate::EngineConfig;
 use retail_kpi::decode::invoice::Limits;
-use retail_kpi::event_time::NANOS_PER_SEC;
 use retail_kpi::job::{self, JobConfig, JobError};
 use retail_kpi::ops::metrics::{Metrics, MetricsError};
 use retail_kpi::ops::settings::{
@@ -26,6 +25,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 mod logging;
+mod progress;
 mod run;
 mod settings;
 mod state;

@@ -3,12 +3,13 @@
 
 use super::*;
 use retail_kpi::decode::JsonInvoiceDecoder;
-use retail_kpi::ops::settings::{
-    AggregationSettings, LimitsSettings, MetricsSettings, Origin, SourceSettings,
-};
+use retail_kpi::ops::api::Api;
+use retail_kpi::ops::http::Endpoints;
+use retail_kpi::ops::live::LiveView;
+use retail_kpi::ops::settings::{AggregationSettings, LimitsSettings, Origin, SourceSettings};
 use retail_kpi::sink::local::FileSink;
 use retail_kpi::sink::object::{ObjectConfig, ObjectSink};
-use retail_kpi::sink::{Committer, OutLocation, SinkError};
+use retail_kpi::sink::{Committer, Encoding, OutLocation, SinkError};
 use retail_kpi::source::kafka::{KafkaConfig, KafkaSource};
 
 pub fn run_job(s: Settings) -> anyhow::Result<()> {
@@ -18,7 +19,10 @@ pub fn run_job(s: Settings) -> anyhow::Result<()> {
         );
     }
     let mut cfg = job_config(&s);
-    cfg.metrics = serve_metrics(&s.metrics, s.origin("metrics_addr") == Origin::Default)?;
+    if let Some((metrics, live)) = serve_http(&s)? {
+        cfg.metrics = Some(metrics);
+        cfg.live = Some(live);
+    }
     let mut source: Box<dyn retail_kpi::source::Source + Send> = match &s.source.input {
         Some(input) => {
             let mut f = FileSource::open(input)?;
@@ -36,7 +40,20 @@ pub fn run_job(s: Settings) -> anyhow::Result<()> {
     let stop = stop_flag()?;
     let started = std::time::Instant::now();
     let decoder = JsonInvoiceDecoder { limits: cfg.limits };
-    let sum = job::run_with(&cfg, source.as_mut(), decoder, sink.as_mut(), stop)?;
+    // A bounded run says how far it is; the figures are the metrics' (kept without a
+    // server when the HTTP address is off).
+    let bounded = s.source.input.is_some() || s.source.until.is_some();
+    let progress = bounded.then(|| {
+        let m = cfg
+            .metrics
+            .get_or_insert_with(|| Arc::new(Metrics::new(s.metrics.ready_max_lag)));
+        progress::Progress::start(Arc::clone(m))
+    });
+    let sum = job::run_with(&cfg, source.as_mut(), decoder, sink.as_mut(), stop);
+    if let Some(p) = progress {
+        p.finish();
+    }
+    let sum = sum?;
     close_within(source, CLOSE_WAIT);
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
@@ -161,24 +178,45 @@ pub fn close_within(source: Box<dyn retail_kpi::source::Source + Send>, limit: D
     }
 }
 
-/// Starts the metrics server. The default address may be taken (another job on the same
-/// host): then the job runs without metrics and says so; an address the operator chose
-/// must work.
-pub fn serve_metrics(
-    m: &MetricsSettings,
-    default_addr: bool,
-) -> anyhow::Result<Option<Arc<Metrics>>> {
-    let Some(addr) = m.metrics_addr.0 else {
+/// Starts the HTTP server: metrics and health, the live page, the KPI API. The default
+/// address may be taken (another job on the same host): then the job runs without it and
+/// says so; an address the operator chose must work.
+pub fn serve_http(s: &Settings) -> anyhow::Result<Option<(Arc<Metrics>, Arc<LiveView>)>> {
+    let Some(addr) = s.metrics.metrics_addr.0 else {
         return Ok(None);
     };
-    let metrics = Arc::new(Metrics::new(m.ready_max_lag));
-    match retail_kpi::ops::metrics::serve(addr, Arc::clone(&metrics)) {
-        Ok(bound) => {
-            tracing::info!("metrics on http://{bound}/metrics, health on /healthz and /readyz");
-            Ok(Some(metrics))
+    let metrics = Arc::new(Metrics::new(s.metrics.ready_max_lag));
+    let live = Arc::new(LiveView::new(
+        s.checkpoint.checkpoint_interval.0,
+        s.aggregation.grace.0,
+    ));
+    // Minutes whose file is written are read back from the files: only a folder of JSON
+    // files can be (see `ops::api`).
+    let files = match out_location(s) {
+        OutLocation::Folder(dir) if s.output.format.encodings().contains(&Encoding::Json) => {
+            Some(dir.clone())
         }
-        Err(e) if e.is_addr_in_use() && default_addr => {
-            tracing::warn!("{e}; running without metrics");
+        _ => None,
+    };
+    let state = s
+        .checkpoint
+        .state
+        .clone()
+        .expect("resolve requires the state folder");
+    let ends = Endpoints {
+        metrics: Arc::clone(&metrics),
+        live: Some(Arc::clone(&live)),
+        api: Some(Arc::new(Api::new(state, files))),
+    };
+    match retail_kpi::ops::http::serve(addr, ends) {
+        Ok(bound) => {
+            tracing::info!(
+                "metrics on http://{bound}/metrics, health on /healthz and /readyz, live page on http://{bound}/ (KPI API /api/v1/kpi, /api/v1/state)"
+            );
+            Ok(Some((metrics, live)))
+        }
+        Err(e) if e.is_addr_in_use() && s.origin("metrics_addr") == Origin::Default => {
+            tracing::warn!("{e}; running without metrics and live page");
             Ok(None)
         }
         Err(e) => Err(e.into()),

@@ -20,6 +20,11 @@ pub struct GenArgs {
     /// Fraction of malformed records.
     #[arg(long, default_value_t = 0.0)]
     pub bad_fraction: f64,
+    /// Each country's invoices follow its local time of day (few at night, peaks in the
+    /// late morning and the evening), the mean over a day staying the given rate; without
+    /// it the rate is flat, and the bytes are those of earlier versions.
+    #[arg(long)]
+    pub daily_cycle: bool,
 }
 
 impl GenArgs {
@@ -50,6 +55,7 @@ impl GenArgs {
             late_fraction: self.late_fraction,
             bad_fraction: self.bad_fraction,
             broker_timestamps,
+            daily_cycle: self.daily_cycle,
             ..GenConfig::default()
         };
         cfg.validate()?;
@@ -69,7 +75,10 @@ pub struct ProduceArgs {
     /// Replication factor, if the topic has to be created.
     #[arg(long, default_value_t = 1)]
     pub replication: u32,
-    /// Records sent per second (default: as fast as possible).
+    /// Records sent per second (default: as fast as possible). With --daily-cycle, the
+    /// mean over a day: the sends follow the records' event time, which runs
+    /// 60 × rate / event-rate times as fast as the wall clock (`--rate R/60 --event-rate R`:
+    /// in step with it), so the records a second rise and fall with the cycle.
     #[arg(long)]
     pub rate: Option<f64>,
     /// Mean invoices per minute of event time.
@@ -103,6 +112,21 @@ pub fn produce(p: ProduceArgs) -> anyhow::Result<()> {
         .generator
         .config(p.event_rate, true)
         .map_err(|e| ConfigError(format!("{e:#}")))?;
+    if let Some(rate) = p.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(
+                ConfigError(format!("--rate must be a positive number, not {rate}")).into(),
+            );
+        }
+    }
+    // With the daily cycle the records a second follow the cycle: the sends keep event
+    // time in step with the wall clock (at --rate × 60 / --event-rate) instead of sending
+    // a fixed number a second, which would let event time run ahead at night and fall
+    // behind in the day.
+    let speed = p
+        .rate
+        .filter(|_| gen.daily_cycle)
+        .map(|rate| 60.0 * rate / p.event_rate);
     let cfg = retail_kpi::generate::produce::ProduceConfig {
         brokers: p.brokers,
         topic: p.topic,
@@ -112,8 +136,16 @@ pub fn produce(p: ProduceArgs) -> anyhow::Result<()> {
         properties: p.kafka_property,
     };
     let started = std::time::Instant::now();
-    let n = retail_kpi::generate::produce::produce(&cfg, Generator::new(gen), stop_flag()?)
-        .map_err(SourceFailure)?;
+    let n = match speed {
+        Some(speed) => retail_kpi::generate::produce::produce_in_event_time(
+            &cfg,
+            Generator::new(gen),
+            stop_flag()?,
+            speed,
+        ),
+        None => retail_kpi::generate::produce::produce(&cfg, Generator::new(gen), stop_flag()?),
+    }
+    .map_err(SourceFailure)?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(records = n, topic = %cfg.topic, seconds = format!("{secs:.3}"), "produced");
     Ok(())

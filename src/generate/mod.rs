@@ -11,6 +11,9 @@
 //! * a `late_fraction` of invoices that are late by SPEC §4 for a job that reads the records
 //!   in this order from one partition;
 //! * a `bad_fraction` of records that cycle through every reason code of SPEC §7;
+//! * on request (`daily_cycle`), a day like a shop's: each country's invoices follow its
+//!   local time of day, few at night and most in the late morning and the evening, the
+//!   world's rate rising and falling with them and keeping its mean over a day;
 //! * rare but valid oddities (digit-string invoice numbers, other timestamp spellings,
 //!   padded countries, unknown fields, reordered fields, ...) so that the job's parser
 //!   meets them in every run, not only in its unit tests.
@@ -64,6 +67,11 @@ pub struct GenConfig {
     /// True when the records go to Kafka with a broker timestamp (CreateTime): then
     /// `future_timestamp` records can be made too; false for files (no broker timestamp).
     pub broker_timestamps: bool,
+    /// Each country's rate of invoices follows its local time of day (`DIURNAL`, by its
+    /// UTC offset), and the world's rate the sum of them, with the mean over a day still
+    /// `rate_per_minute` (default false: off, and then the stream's bytes are those of a
+    /// generator without the cycle, which the pinned outputs were made from).
+    pub daily_cycle: bool,
 }
 
 impl Default for GenConfig {
@@ -77,6 +85,7 @@ impl Default for GenConfig {
             bad_fraction: 0.0,
             grace_ms: 60_000,
             broker_timestamps: false,
+            daily_cycle: false,
         }
     }
 }
@@ -123,7 +132,10 @@ impl GenConfig {
         // largest gap the sampler can draw), in floating point as nothing is written from it.
         let lowest = MIN_EVENT_MS + self.grace_ms + MAX_JITTER_MS + LATE_EXTRA_MAX_MS;
         let gap_ms = MS_PER_MINUTE / r;
-        let span_ms = 2.0 * gap_ms * self.count as f64 + 40.0 * gap_ms;
+        // The daily cycle stretches a stream by less than a day: any whole day holds a
+        // mean day's invoices.
+        let cycle_ms = if self.daily_cycle { 86_400_000.0 } else { 0.0 };
+        let span_ms = 2.0 * gap_ms * self.count as f64 + 40.0 * gap_ms + cycle_ms;
         let highest =
             (MAX_EVENT_MS - FUTURE_AHEAD_MS - FUTURE_EXTRA_MAX_MS - MAX_BROKER_DELAY_MS) as f64;
         if self.start_ms < lowest || self.start_ms as f64 + span_ms > highest {
@@ -210,6 +222,13 @@ pub struct Generator {
     /// Cumulative weights of `OTHER_COUNTRIES`.
     other_cum: Vec<u32>,
     qty_cum: Vec<u32>,
+    /// With the daily cycle, per UTC hour of the day: the running sums of the countries'
+    /// weights in that hour (see `cycle_tables`); empty without it.
+    cycle_cum: Vec<Vec<u64>>,
+    /// With the daily cycle, per UTC hour of the day: the world's rate relative to the
+    /// day's mean; and what a whole day is worth in time at the mean rate, µs.
+    cycle_level: [f64; 24],
+    cycle_day_us: f64,
 }
 
 impl fmt::Debug for Generator {
@@ -249,6 +268,15 @@ impl Generator {
             .chain(OTHER_COUNTRIES.iter().map(|c| c.0))
             .map(json_string)
             .collect();
+        let (cycle_cum, cycle_level) = if cfg.daily_cycle {
+            cycle_tables()
+        } else {
+            (Vec::new(), [1.0; 24])
+        };
+        let cycle_day_us: f64 = cycle_level
+            .iter()
+            .map(|level| level * US_PER_HOUR as f64)
+            .sum();
         Generator {
             bad_cut: cut(cfg.bad_fraction),
             late_cut: cut(cfg.late_fraction),
@@ -265,6 +293,9 @@ impl Generator {
             country_json,
             other_cum: cumulative(OTHER_COUNTRIES.iter().map(|c| c.1)),
             qty_cum: cumulative(QUANTITIES.iter().map(|q| q.1)),
+            cycle_cum,
+            cycle_level,
+            cycle_day_us,
             cfg,
         }
     }
@@ -276,7 +307,12 @@ impl Generator {
         }
         self.emitted += 1;
         let nominal_ms = self.clock_us.div_euclid(1_000);
-        let gap_us = (self.mean_gap_us * exp1(&mut self.rng)).round() as i64;
+        let e = exp1(&mut self.rng);
+        let gap_us = if self.cfg.daily_cycle {
+            self.cycle_gap_us(e)
+        } else {
+            (self.mean_gap_us * e).round() as i64
+        };
         self.clock_us += gap_us;
         let timestamp_ms = if self.cfg.broker_timestamps {
             Some(nominal_ms + self.rng.gen_range(0..=MAX_BROKER_DELAY_MS))
@@ -319,6 +355,35 @@ impl Generator {
         ))
     }
 
+    /// The gap from the clock to the next invoice with the daily cycle, µs: the
+    /// exponential draw `e` gives the gap at the day's mean rate, which is then spent
+    /// through the hours ahead, each at its own rate (`cycle_level`). That makes the
+    /// invoices a Poisson process whose rate follows the cycle hour by hour, exactly (not
+    /// only for gaps short beside an hour), with `rate_per_minute` as its mean over a day;
+    /// only IEEE basic operations and roundings, so the same bits on every platform.
+    fn cycle_gap_us(&self, e: f64) -> i64 {
+        let mut left = self.mean_gap_us * e;
+        let mut t = self.clock_us;
+        // Whole days at once: a very low rate must not walk hour by hour through years.
+        let days = (left / self.cycle_day_us) as i64;
+        if days > 0 {
+            t += days * US_PER_DAY;
+            left = (left - days as f64 * self.cycle_day_us).max(0.0);
+        }
+        loop {
+            let hour = t.div_euclid(US_PER_HOUR);
+            let level = self.cycle_level[hour.rem_euclid(24) as usize];
+            let end = (hour + 1) * US_PER_HOUR;
+            // What the rest of this hour is worth in time at the mean rate.
+            let room = (end - t) as f64 * level;
+            if left <= room {
+                return t + (left / level).round() as i64 - self.clock_us;
+            }
+            left -= room;
+            t = end;
+        }
+    }
+
     /// A malformed record: the reasons take turns (`too_large` only every
     /// `TOO_LARGE_EVERY`th time, as those records are half a megabyte), and within a reason
     /// the variants of its table take turns, so every variant shows up in a long run.
@@ -359,7 +424,11 @@ impl Generator {
             7..=56 => (no, NoStyle::Text),
             _ => (no, NoStyle::Int),
         };
-        let country = if rng.gen_range(0..10_000u32) < UK_PER_10K {
+        // With the daily cycle, by the weights of the invoice's own UTC hour, in which
+        // each country's weight follows its local hour.
+        let country = if let Some(cum) = self.cycle_cum.get(hour_of_day(event_ms, 0)) {
+            pick_u64(cum, rng) as u16
+        } else if rng.gen_range(0..10_000u32) < UK_PER_10K {
             0
         } else {
             1 + pick(&self.other_cum, rng) as u16
@@ -1124,5 +1193,168 @@ mod tests {
             rate_per_minute: -1.0,
             ..GenConfig::default()
         });
+    }
+
+    /// Off (the default), the daily cycle changes nothing: an explicit `false` gives the
+    /// stream `stream_is_pinned` pins; on, another one.
+    #[test]
+    fn daily_cycle_off_is_the_pinned_stream() {
+        let mixed = |daily_cycle| GenConfig {
+            bad_fraction: 0.1,
+            late_fraction: 0.05,
+            broker_timestamps: true,
+            daily_cycle,
+            ..cfg(3_000, 2020)
+        };
+        let fnv = |c: GenConfig| {
+            let mut hash = 0xcbf2_9ce4_8422_2325u64;
+            for r in Generator::new(c) {
+                let ts = r.timestamp_ms.unwrap().to_le_bytes();
+                for &b in r.value.iter().chain(&ts) {
+                    hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+            hash
+        };
+        assert!(!GenConfig::default().daily_cycle);
+        assert_eq!(fnv(mixed(false)), 0xb0c0_f787_a814_159d);
+        assert_ne!(fnv(mixed(true)), 0xb0c0_f787_a814_159d);
+    }
+
+    #[test]
+    fn daily_cycle_same_seed_same_bytes() {
+        // 20,000 at 30 a minute: about 11 hours from 10:00, through the evening and night.
+        let mk = |seed| GenConfig {
+            late_fraction: 0.05,
+            bad_fraction: 0.1,
+            broker_timestamps: true,
+            rate_per_minute: 30.0,
+            daily_cycle: true,
+            ..cfg(20_000, seed)
+        };
+        let a: Vec<_> = Generator::new(mk(7)).collect();
+        let b: Vec<_> = Generator::new(mk(7)).collect();
+        let c: Vec<_> = Generator::new(mk(8)).collect();
+        assert_eq!(a, b);
+        assert!(a.iter().zip(&c).filter(|(x, y)| x == y).count() < 10);
+    }
+
+    /// The tables: the day keeps its mean, every hour has invoices, and over a day every
+    /// country keeps its share of the stream without the cycle.
+    #[test]
+    fn daily_cycle_tables_keep_the_mean() {
+        assert_eq!(DIURNAL.iter().sum::<u32>(), 24_000);
+        assert!(DIURNAL.iter().all(|&d| d > 0));
+        let (cums, levels) = cycle_tables();
+        assert_eq!(cums.len(), 24);
+        let mean = levels.iter().sum::<f64>() / 24.0;
+        assert!((mean - 1.0).abs() < 1e-12, "mean level {mean}");
+        assert!(levels.iter().all(|&l| l > 0.1), "{levels:?}");
+        let weight = |h: usize, c: usize| cums[h][c] - if c == 0 { 0 } else { cums[h][c - 1] };
+        let others: u64 = OTHER_COUNTRIES.iter().map(|c| u64::from(c.1)).sum();
+        let uk_day: u64 = (0..24).map(|h| weight(h, 0)).sum();
+        assert_eq!(uk_day, u64::from(UK_PER_10K) * others * 24_000);
+        assert_eq!(cums[0].len(), 1 + OTHER_COUNTRIES.len());
+        for (i, c) in OTHER_COUNTRIES.iter().enumerate() {
+            let day: u64 = (0..24).map(|h| weight(h, i + 1)).sum();
+            assert_eq!(
+                day,
+                u64::from(10_000 - UK_PER_10K) * u64::from(c.1) * 24_000,
+                "{}",
+                c.0
+            );
+        }
+    }
+
+    /// With the daily cycle, a country's invoices in its local night (02:00 to 06:00) are
+    /// far fewer than in its late morning (10:00 to 14:00), each by its own clock; and two
+    /// days at the mean rate still take two days.
+    #[test]
+    fn daily_cycle_follows_each_countrys_local_time() {
+        let start = parse_start("2020-09-18 00:00:00").unwrap();
+        let rate = 40.0;
+        let n = 2 * 1_440 * 40;
+        let gen = Generator::new(GenConfig {
+            start_ms: start,
+            rate_per_minute: rate,
+            daily_cycle: true,
+            ..cfg(n, 3)
+        });
+        let offset = |country: &str| {
+            OTHER_COUNTRIES
+                .iter()
+                .find(|c| c.0 == country)
+                .map_or(UK_UTC_OFFSET_H, |c| c.2)
+        };
+        // Invoices by local hour: the UK (UTC+0), Germany (+1), and Australia (+10), Japan
+        // (+9) and Singapore (+8) together, each counted at its own local hour.
+        let mut by_hour = [[0u32; 24]; 3];
+        let mut last = start;
+        for r in gen {
+            let v: Value = serde_json::from_slice(&r.value).unwrap();
+            let country = v["country"].as_str().unwrap().trim().to_string();
+            let t = parse_timestamp(v["timestamp"].as_str().unwrap().as_bytes()).unwrap();
+            last = last.max(t);
+            let group = match country.as_str() {
+                UK => 0,
+                "Germany" => 1,
+                "Australia" | "Japan" | "Singapore" => 2,
+                _ => continue,
+            };
+            by_hour[group][hour_of_day(t, offset(&country))] += 1;
+        }
+        for (group, hours) in by_hour.iter().enumerate() {
+            let night: u32 = hours[2..6].iter().sum();
+            let day: u32 = hours[10..14].iter().sum();
+            assert!(
+                night * 3 < day,
+                "group {group}: {night} at night, {day} in the late morning: {hours:?}"
+            );
+        }
+        let days = (last - start) as f64 / 86_400_000.0;
+        assert!(
+            (1.95..2.05).contains(&days),
+            "{n} invoices took {days} days"
+        );
+    }
+
+    /// Far apart invoices cross whole days at once, and the clock never goes back.
+    #[test]
+    fn daily_cycle_at_a_very_low_rate() {
+        let mut g = Generator::new(GenConfig {
+            rate_per_minute: 0.001,
+            daily_cycle: true,
+            ..cfg(200, 5)
+        });
+        let mut prev = g.clock_us;
+        while g.next().is_some() {
+            assert!(g.clock_us >= prev);
+            prev = g.clock_us;
+        }
+        // 200 at one per 1,000 minutes: about 200,000 minutes.
+        let minutes = (prev - DEFAULT_START_MS * 1_000) as f64 / 60e6;
+        assert!((150_000.0..250_000.0).contains(&minutes), "{minutes} min");
+    }
+
+    #[test]
+    fn daily_cycle_keeps_the_labels() {
+        let grace = 60_000;
+        let cfg = GenConfig {
+            bad_fraction: 0.2,
+            late_fraction: 0.1,
+            broker_timestamps: true,
+            rate_per_minute: 5.0,
+            daily_cycle: true,
+            ..cfg(12_000, 22)
+        };
+        let mut max = None;
+        for (i, (rec, expected)) in all(cfg).into_iter().enumerate() {
+            assert_eq!(
+                judge(&rec, &mut max, grace),
+                label(expected),
+                "record {i}: {}",
+                String::from_utf8_lossy(&rec.value)
+            );
+        }
     }
 }

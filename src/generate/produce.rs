@@ -96,12 +96,54 @@ pub fn ensure_topic(cfg: &ProduceConfig) -> Result<(), KafkaSourceError> {
     Ok(())
 }
 
+/// How the sends are spaced in wall-clock time.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// Record `i` no earlier than `i / rate` seconds after the first; `None`: at once.
+    Count(Option<f64>),
+    /// A record no earlier than its timestamp's distance from the first record's,
+    /// divided by the speed (event seconds per wall second).
+    EventTime(f64),
+}
+
 /// Sends records with the idempotent producer, record `i` to partition `i % P`, so that
-/// the topic's contents depend on the generator alone. Returns the number sent.
+/// the topic's contents depend on the generator alone, [`ProduceConfig::rate`] records a
+/// second. Returns the number sent.
 pub fn produce(
     cfg: &ProduceConfig,
     records: impl Iterator<Item = GeneratedRecord>,
     stop: Arc<AtomicBool>,
+) -> Result<u64, KafkaSourceError> {
+    send_all(cfg, records, stop, Pace::Count(cfg.rate))
+}
+
+/// [`produce`], spaced by the records' timestamps (their CreateTime, which follows the
+/// generator's event clock within 2 s) instead of their count: event time then runs
+/// `speed` times as fast as the wall clock (1: in step with it), whatever the rate of the
+/// moment, as a stream with the daily cycle needs, whose rate rises and falls through
+/// the day. [`ProduceConfig::rate`] is not used; records without a timestamp are sent at
+/// once.
+///
+/// # Panics
+/// When `speed` is not a positive finite number.
+pub fn produce_in_event_time(
+    cfg: &ProduceConfig,
+    records: impl Iterator<Item = GeneratedRecord>,
+    stop: Arc<AtomicBool>,
+    speed: f64,
+) -> Result<u64, KafkaSourceError> {
+    assert!(
+        speed.is_finite() && speed > 0.0,
+        "event-time speed must be positive, not {speed}"
+    );
+    send_all(cfg, records, stop, Pace::EventTime(speed))
+}
+
+fn send_all(
+    cfg: &ProduceConfig,
+    records: impl Iterator<Item = GeneratedRecord>,
+    stop: Arc<AtomicBool>,
+    pace: Pace,
 ) -> Result<u64, KafkaSourceError> {
     ensure_topic(cfg)?;
     let mut cc = ClientConfig::new();
@@ -119,19 +161,34 @@ pub fn produce(
     let producer: BaseProducer<OutageContext> = cc
         .create_with_context(OutageContext::default())
         .map_err(KafkaSourceError::Config)?;
-    let partitions = ensure_partitions(&producer, &cfg.topic)?;
+    let partitions = ensure_partitions(&producer, &cfg.topic, &cfg.brokers)?;
     let started = Instant::now();
+    let mut first_ts: Option<i64> = None;
     let mut sent = 0u64;
     for (i, rec) in records.enumerate() {
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        if let Some(rate) = cfg.rate {
-            let due = Duration::from_secs_f64(i as f64 / rate);
-            let el = started.elapsed();
-            if due > el {
+        let due = match pace {
+            Pace::Count(rate) => rate.map(|rate| Duration::from_secs_f64(i as f64 / rate)),
+            Pace::EventTime(speed) => rec.timestamp_ms.map(|ts| {
+                let first = *first_ts.get_or_insert(ts);
+                Duration::from_secs_f64((ts - first).max(0) as f64 / 1_000.0 / speed)
+            }),
+        };
+        if let Some(due) = due {
+            // In slices, so that a stop (Ctrl-C, SIGTERM) is seen within a tenth of a
+            // second even where the gaps are long (a slow rate, a night of the daily cycle).
+            loop {
+                let el = started.elapsed();
+                if due <= el || stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 producer.poll(Duration::ZERO);
-                std::thread::sleep(due - el);
+                std::thread::sleep((due - el).min(Duration::from_millis(100)));
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
             }
         }
         let mut r: BaseRecord<'_, (), [u8]> = BaseRecord::to(&cfg.topic)
@@ -188,29 +245,41 @@ pub fn produce(
     Ok(sent)
 }
 
+/// The topic's partition count, once the brokers' metadata shows the topic: a topic just
+/// created reaches every broker's metadata a moment later, and a producer that asked too
+/// soon failed on a fresh cluster with "topic does not exist" (seen in the tests).
 fn ensure_partitions<C: ProducerContext>(
     p: &BaseProducer<C>,
     topic: &str,
+    brokers: &str,
 ) -> Result<u32, KafkaSourceError> {
-    let md = p
-        .client()
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .map_err(|source| KafkaSourceError::Metadata {
-            topic: topic.into(),
-            brokers: String::new(),
-            source,
-            timeout: Duration::from_secs(30),
-        })?;
-    let n = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map_or(0, |t| t.partitions().len());
-    if n == 0 {
-        return Err(KafkaSourceError::NoTopic {
-            topic: topic.into(),
-            brokers: String::new(),
-        });
+    const WAIT: Duration = Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let md = p
+            .client()
+            .fetch_metadata(Some(topic), WAIT)
+            .map_err(|source| KafkaSourceError::Metadata {
+                topic: topic.into(),
+                brokers: brokers.into(),
+                source,
+                timeout: WAIT,
+            })?;
+        let n = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .filter(|t| t.error().is_none())
+            .map_or(0, |t| t.partitions().len());
+        if n > 0 {
+            return Ok(n as u32);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(KafkaSourceError::NoTopic {
+                topic: topic.into(),
+                brokers: brokers.into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    Ok(n as u32)
 }

@@ -29,46 +29,109 @@ pub(super) const MAX_EVENT_MS: i64 = 253_402_300_799_999;
 pub(super) const MAX_ITEMS: usize = 8;
 pub(super) const UK: &str = "United Kingdom";
 pub(super) const UK_PER_10K: u32 = 9_200;
+/// The UK's UTC offset in hours, as in `OTHER_COUNTRIES`.
+pub(super) const UK_UTC_OFFSET_H: i64 = 0;
+
+pub(super) const MS_PER_HOUR: i64 = 3_600_000;
+pub(super) const US_PER_HOUR: i64 = 3_600_000_000;
+pub(super) const US_PER_DAY: i64 = 24 * US_PER_HOUR;
+
+/// The daily cycle (`GenConfig::daily_cycle`): a country's rate of invoices in each hour
+/// of its local day, 00:00 to 23:00, in thousandths of its mean over the day (they sum to
+/// 24,000, so a day keeps the mean): few at night, a first peak in the late morning, a dip
+/// in the afternoon and the highest peak in the evening, as web shops see. None is zero,
+/// so the world's rate never stops and the gap to the next invoice is always finite.
+pub(super) const DIURNAL: [u32; 24] = [
+    500, 300, 200, 150, 150, 200, // 00..05
+    400, 700, 1_000, 1_300, 1_550, 1_600, // 06..11
+    1_450, 1_200, 1_150, 1_150, 1_300, 1_400, // 12..17
+    1_550, 1_700, 1_750, 1_500, 1_100, 700, // 18..23
+];
+
+/// The hour of the day (0..24) of `ms` in UTC shifted by `offset_h` hours.
+pub(super) fn hour_of_day(ms: i64, offset_h: i64) -> usize {
+    (ms.div_euclid(MS_PER_HOUR) + offset_h).rem_euclid(24) as usize
+}
+
+/// The tables of the daily cycle, one entry per UTC hour of the day (every offset is whole
+/// hours, so the hour of the day decides every country's local hour):
+///
+/// * the running sums of the countries' weights in that hour, UK first (the order of
+///   `Generator::country_json`): a country's share of all invoices (UK `UK_PER_10K` in
+///   10,000, the others `10_000 - UK_PER_10K` shared by their weights) times `DIURNAL` of
+///   its local hour, in integers (at most about 4·10^10), so the draw is exact;
+/// * the world's rate in that hour relative to the mean of the day: the sum of those
+///   weights over what it would be with a flat day; its mean over the 24 hours is 1.
+pub(super) fn cycle_tables() -> (Vec<Vec<u64>>, [f64; 24]) {
+    let others: u64 = OTHER_COUNTRIES.iter().map(|c| u64::from(c.1)).sum();
+    let shares: Vec<(u64, i64)> =
+        std::iter::once((u64::from(UK_PER_10K) * others, UK_UTC_OFFSET_H))
+            .chain(
+                OTHER_COUNTRIES
+                    .iter()
+                    .map(|c| (u64::from(10_000 - UK_PER_10K) * u64::from(c.1), c.2)),
+            )
+            .collect();
+    let flat = (10_000 * others * 1_000) as f64;
+    let mut cums = Vec::with_capacity(24);
+    let mut levels = [0.0; 24];
+    for (hour, level) in levels.iter_mut().enumerate() {
+        let at = hour as i64 * MS_PER_HOUR;
+        let mut sum = 0u64;
+        let cum: Vec<u64> = shares
+            .iter()
+            .map(|&(share, offset)| {
+                sum += share * u64::from(DIURNAL[hour_of_day(at, offset)]);
+                sum
+            })
+            .collect();
+        *level = sum as f64 / flat;
+        cums.push(cum);
+    }
+    (cums, levels)
+}
 
 /// Countries other than the UK, spelt as in the UCI data, weighted by roughly their
-/// number of invoices there.
-pub(super) const OTHER_COUNTRIES: &[(&str, u32)] = &[
-    ("Germany", 603),
-    ("France", 461),
-    ("EIRE", 360),
-    ("Belgium", 119),
-    ("Spain", 105),
-    ("Netherlands", 101),
-    ("Switzerland", 74),
-    ("Portugal", 71),
-    ("Australia", 69),
-    ("Italy", 55),
-    ("Finland", 48),
-    ("Sweden", 46),
-    ("Norway", 40),
-    ("Channel Islands", 33),
-    ("Japan", 28),
-    ("Poland", 24),
-    ("Denmark", 21),
-    ("Cyprus", 20),
-    ("Austria", 19),
-    ("Unspecified", 13),
-    ("Singapore", 10),
-    ("Malta", 10),
-    ("Israel", 9),
-    ("USA", 7),
-    ("Iceland", 7),
-    ("Canada", 6),
-    ("Greece", 6),
-    ("Czech Republic", 5),
-    ("European Community", 5),
-    ("Lithuania", 4),
-    ("Bahrain", 4),
-    ("United Arab Emirates", 3),
-    ("Saudi Arabia", 2),
-    ("RSA", 1),
-    ("Brazil", 1),
-    ("Lebanon", 1),
+/// number of invoices there, each with the UTC offset of its local time in hours (standard
+/// time of its capital or largest market, no daylight saving: the daily cycle's clock, a
+/// demo's curve and not a calendar; the names that are no country take a nearby one's).
+pub(super) const OTHER_COUNTRIES: &[(&str, u32, i64)] = &[
+    ("Germany", 603, 1),
+    ("France", 461, 1),
+    ("EIRE", 360, 0),
+    ("Belgium", 119, 1),
+    ("Spain", 105, 1),
+    ("Netherlands", 101, 1),
+    ("Switzerland", 74, 1),
+    ("Portugal", 71, 0),
+    ("Australia", 69, 10),
+    ("Italy", 55, 1),
+    ("Finland", 48, 2),
+    ("Sweden", 46, 1),
+    ("Norway", 40, 1),
+    ("Channel Islands", 33, 0),
+    ("Japan", 28, 9),
+    ("Poland", 24, 1),
+    ("Denmark", 21, 1),
+    ("Cyprus", 20, 2),
+    ("Austria", 19, 1),
+    ("Unspecified", 13, 0),
+    ("Singapore", 10, 8),
+    ("Malta", 10, 1),
+    ("Israel", 9, 2),
+    ("USA", 7, -5),
+    ("Iceland", 7, 0),
+    ("Canada", 6, -5),
+    ("Greece", 6, 2),
+    ("Czech Republic", 5, 1),
+    ("European Community", 5, 1),
+    ("Lithuania", 4, 2),
+    ("Bahrain", 4, 3),
+    ("United Arab Emirates", 3, 4),
+    ("Saudi Arabia", 2, 3),
+    ("RSA", 1, 2),
+    ("Brazil", 1, -3),
+    ("Lebanon", 1, 2),
 ];
 
 pub(super) struct Product {
@@ -218,6 +281,13 @@ pub(super) fn cumulative(weights: impl Iterator<Item = u32>) -> Vec<u32> {
 
 /// Index drawn with the weights whose running sums are `cum`.
 pub(super) fn pick(cum: &[u32], rng: &mut ChaCha8Rng) -> usize {
+    let r = rng.gen_range(0..cum[cum.len() - 1]);
+    cum.partition_point(|&c| c <= r)
+}
+
+/// Index drawn with the weights whose running sums are `cum`, from a `u64` range (the
+/// daily cycle's weights pass `u32`).
+pub(super) fn pick_u64(cum: &[u64], rng: &mut ChaCha8Rng) -> usize {
     let r = rng.gen_range(0..cum[cum.len() - 1]);
     cum.partition_point(|&c| c <= r)
 }

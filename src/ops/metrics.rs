@@ -7,7 +7,7 @@
 //!
 //! `/metrics` (OpenMetrics text), `/healthz` (200 while the process runs), `/readyz` (200
 //! once partitions are assigned and the lag is at most the threshold; 503 with the reason
-//! otherwise). README "Operations" lists every metric.
+//! otherwise), served by [`crate::ops::http`]. README "Operations" lists every metric.
 
 use crate::aggregate::{Counters, Lateness, LATENESS_BOUNDS_SECS};
 use crate::event_time::{EventTime, NANOS_PER_SEC};
@@ -20,7 +20,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,8 +61,12 @@ pub struct Metrics {
     watermark_lag: FloatGauge,
     partitions: Gauge,
     consumer_lag: Family<Label, Gauge>,
-    consumer_lag_total: Gauge,
+    /// Records left over every partition, for the live page; `None` for a source that
+    /// does not know its lag (a file) or before the first end offsets are known.
+    lag_sum: Mutex<Option<u64>>,
     checkpoints: Counter,
+    last_checkpoint_time: FloatGauge,
+    ready_gauge: Gauge,
     checkpoint_seconds: Histogram,
     checkpoint_bytes: Histogram,
     open_windows: Gauge,
@@ -118,7 +122,6 @@ fn float_gauge(v: f64) -> FloatGauge {
 impl Metrics {
     /// `ready_max_lag`: the most records a Kafka job may have left to read and be ready.
     pub fn new(ready_max_lag: u64) -> Metrics {
-        let mut registry = Registry::with_prefix("retail_kpi");
         let m = Metrics {
             records_read: Counter::default(),
             records_accepted: Counter::default(),
@@ -128,8 +131,10 @@ impl Metrics {
             watermark_lag: float_gauge(f64::NAN),
             partitions: Gauge::default(),
             consumer_lag: Family::default(),
-            consumer_lag_total: Gauge::default(),
+            lag_sum: Mutex::new(None),
             checkpoints: Counter::default(),
+            last_checkpoint_time: float_gauge(f64::NAN),
+            ready_gauge: Gauge::default(),
             // 1 ms .. ~16 s: a synced RocksDB batch, up to a large backfill's.
             checkpoint_seconds: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15),
@@ -147,6 +152,32 @@ impl Metrics {
             not_ready: Mutex::new(Some("starting: the state store is being opened".into())),
             registry: Registry::default(),
         };
+        // The process metrics carry no prefix (they are named alike in every service);
+        // the job's own metrics are `retail_kpi_*`.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(crate::ops::process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("retail_kpi");
+        registry.register(
+            "build",
+            "The build of the running job (always 1)",
+            prometheus_client::metrics::info::Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION").to_owned()),
+                (
+                    "target",
+                    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
+                ),
+            ]),
+        );
+        registry.register(
+            "ready",
+            "1 while /readyz answers ready, else 0",
+            m.ready_gauge.clone(),
+        );
+        registry.register(
+            "last_checkpoint_timestamp_seconds",
+            "When the last checkpoint was committed (Unix seconds); NaN before the first",
+            m.last_checkpoint_time.clone(),
+        );
         registry.register(
             "records_read",
             "Records read from the source (every record: accepted, rejected or not)",
@@ -195,11 +226,6 @@ impl Metrics {
             m.consumer_lag.clone(),
         );
         registry.register(
-            "consumer_lag_records_total",
-            "Records left to read over all partitions whose end offset is known",
-            m.consumer_lag_total.clone(),
-        );
-        registry.register(
             "checkpoints",
             "Checkpoints committed to the state store",
             m.checkpoints.clone(),
@@ -234,7 +260,10 @@ impl Metrics {
             "Gaps of records lost from the brokers before the job read them, each written to <out>/gaps/ (--on-data-loss continue)",
             m.data_loss_gaps.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry: root,
+            ..m
+        }
     }
 
     /// A gap of lost records was written to `<out>/gaps/`.
@@ -293,14 +322,14 @@ impl Metrics {
                     .get_or_create(&[("partition", p.to_string())])
                     .set(*l as i64);
             }
-            self.consumer_lag_total
-                .set(lag.values().sum::<u64>() as i64);
+            *self.lag_sum.lock().unwrap_or_else(|p| p.into_inner()) = Some(lag.values().sum());
         }
         self.set_ready(readiness(partitions, lag, self.ready_max_lag).err());
     }
 
     pub fn observe_checkpoint(&self, took: Duration, bytes: usize) {
         self.checkpoints.inc();
+        self.last_checkpoint_time.set(wall_seconds());
         self.checkpoint_seconds.observe(took.as_secs_f64());
         self.checkpoint_bytes.observe(bytes as f64);
     }
@@ -338,6 +367,7 @@ impl Metrics {
         }
         self.ready
             .store(not_ready.is_none(), std::sync::atomic::Ordering::Relaxed);
+        self.ready_gauge.set(i64::from(not_ready.is_none()));
         *cur = not_ready;
     }
 
@@ -353,12 +383,102 @@ impl Metrics {
         s
     }
 
-    fn readyz(&self) -> (u16, String) {
+    /// The lateness histogram since the process started, and the invoices refused for a
+    /// future timestamp among its refused ones.
+    pub fn lateness(&self) -> (Lateness, u64) {
+        let l = self
+            .lateness
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let future = self
+            .records_rejected
+            .get_or_create(&[("reason", Reason::FutureTimestamp.code().into())])
+            .get();
+        (l, future)
+    }
+
+    /// The job's health as the live page shows it, from the same figures as `/metrics`.
+    pub fn health(&self) -> Health {
+        let finite = |v: f64| v.is_finite().then_some(v);
+        let rejected = Reason::ALL
+            .iter()
+            .map(|r| {
+                let n = self
+                    .records_rejected
+                    .get_or_create(&[("reason", r.code().into())])
+                    .get();
+                (r.code(), n)
+            })
+            .collect();
+        let not_ready = self
+            .not_ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Health {
+            watermark: finite(self.watermark.get()).map(rfc3339),
+            // To the millisecond: the page shows the text as given.
+            watermark_lag_seconds: finite(self.watermark_lag.get())
+                .map(|v| (v * 1000.0).round() / 1000.0),
+            consumer_lag_records: *self.lag_sum.lock().unwrap_or_else(|p| p.into_inner()),
+            partitions: self.partitions.get(),
+            ready: not_ready.is_none(),
+            not_ready_reason: not_ready,
+            records_read: self.records_read.get(),
+            records_accepted: self.records_accepted.get(),
+            rejected,
+            checkpoints: self.checkpoints.get(),
+            last_checkpoint: finite(self.last_checkpoint_time.get()).map(rfc3339),
+            files_written: self.files_written.get(),
+            last_file: finite(self.last_file_time.get()).map(rfc3339),
+        }
+    }
+
+    /// `/readyz`'s status and body.
+    pub fn readyz(&self) -> (u16, String) {
         match &*self.not_ready.lock().unwrap_or_else(|p| p.into_inner()) {
             None => (200, "ready\n".into()),
             Some(why) => (503, format!("not ready: {why}\n")),
         }
     }
+}
+
+/// The job's health for the live page (`/api/v1/live`); times are RFC 3339, UTC.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Health {
+    /// The event-time watermark W; `None` while no partition has an invoice.
+    pub watermark: Option<String>,
+    pub watermark_lag_seconds: Option<f64>,
+    /// Records left to read over every partition; `None` for a file, or before the
+    /// brokers told the end offsets.
+    pub consumer_lag_records: Option<u64>,
+    pub partitions: i64,
+    pub ready: bool,
+    pub not_ready_reason: Option<String>,
+    /// Since this process started, like the counters of `/metrics`.
+    pub records_read: u64,
+    pub records_accepted: u64,
+    /// Every reason code, 0 included.
+    pub rejected: BTreeMap<&'static str, u64>,
+    pub checkpoints: u64,
+    pub last_checkpoint: Option<String>,
+    pub files_written: u64,
+    pub last_file: Option<String>,
+}
+
+fn wall_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Unix seconds as RFC 3339 in UTC, to the millisecond.
+fn rfc3339(secs: f64) -> String {
+    let ms = (secs * 1000.0).round() as i64;
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_default()
 }
 
 /// Ready: partitions assigned, and, for a source that knows its lag, the lag of every
@@ -384,67 +504,6 @@ pub fn readiness(
         ));
     }
     Ok(())
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` from a thread of its own, for the
-/// life of the process. Returns the bound address (port 0 picks a free one).
-pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, MetricsError> {
-    let listener = TcpListener::bind(addr).map_err(|source| MetricsError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| MetricsError::Bind { addr, source })?;
-    let server =
-        tiny_http::Server::from_listener(listener, None).map_err(|e| MetricsError::Server {
-            addr: bound,
-            message: e.to_string(),
-        })?;
-    std::thread::Builder::new()
-        .name("metrics-http".into())
-        .spawn(move || {
-            for req in server.incoming_requests() {
-                respond(req, &metrics);
-            }
-        })
-        .map_err(|e| MetricsError::Server {
-            addr: bound,
-            message: e.to_string(),
-        })?;
-    Ok(bound)
-}
-
-fn respond(req: tiny_http::Request, metrics: &Metrics) {
-    let path = req.url().split('?').next().unwrap_or("");
-    let get = matches!(
-        req.method(),
-        tiny_http::Method::Get | tiny_http::Method::Head
-    );
-    let (status, content_type, body) = match (get, path) {
-        (false, _) => (405, "text/plain", "only GET and HEAD\n".to_owned()),
-        (true, "/metrics") => (
-            200,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(),
-        ),
-        (true, "/healthz") => (200, "text/plain", "ok\n".to_owned()),
-        (true, "/readyz") => {
-            let (s, b) = metrics.readyz();
-            (s, "text/plain", b)
-        }
-        (true, "/") => (
-            200,
-            "text/plain",
-            "retail-kpi: /metrics /healthz /readyz\n".to_owned(),
-        ),
-        (true, _) => (404, "text/plain", "not found: try /metrics\n".to_owned()),
-    };
-    let header =
-        tiny_http::Header::from_bytes("Content-Type", content_type).expect("a valid static header");
-    // A client that went away is its own problem; the job goes on.
-    let _ = req.respond(
-        tiny_http::Response::from_string(body)
-            .with_status_code(status)
-            .with_header(header),
-    );
 }
 
 #[cfg(test)]

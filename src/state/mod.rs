@@ -42,6 +42,7 @@ use std::path::{Path, PathBuf};
 pub mod migrations;
 use migrations::{Migration, MigrationError, MigrationStore, MIGRATIONS};
 
+pub mod report;
 pub mod schema;
 pub mod tables;
 
@@ -85,6 +86,8 @@ pub enum StateError {
     Locked { path: PathBuf },
     #[error("there is no state store at {path}; check --state (a job creates its store on its first run)")]
     Missing { path: PathBuf },
+    #[error("the state store at {path} is being created or migrated by the job that holds it; try again in a moment")]
+    Busy { path: PathBuf },
     #[error("cannot open the state store at {path}: {source}; check the path, its permissions and free space, then retry")]
     Open {
         path: PathBuf,
@@ -177,6 +180,9 @@ pub struct Store {
     sync: WriteOptions,
     /// The schema version of what is stored (after any migration).
     version: u32,
+    /// For a secondary instance (`open_secondary`): the folder of its own info log,
+    /// removed with it.
+    secondary: Option<PathBuf>,
 }
 
 impl Store {
@@ -233,6 +239,7 @@ impl Store {
             sync,
             _lock: lock,
             version: 0,
+            secondary: None,
         };
         store.version = store.check_version(&families)?;
         let migrated = if store.version < SCHEMA_VERSION {
@@ -276,10 +283,75 @@ impl Store {
             sync: WriteOptions::default(),
             _lock: lock,
             version: 0,
+            secondary: None,
         };
         store.version = store.check_version(&families)?;
         store.check_complete(&families)?;
         Ok(store)
+    }
+
+    /// Opens the store of a job that may be running, to look at it: a RocksDB secondary
+    /// instance, which takes no lock (neither ours nor RocksDB's) and writes nothing in
+    /// the state folder, so the job goes on undisturbed. It sees the last checkpoint
+    /// committed when it opened, and later ones after [`Store::catch_up`]; a checkpoint is
+    /// one write batch, so it never sees half of one.
+    pub fn open_secondary(path: &Path) -> Result<Store, StateError> {
+        if !store_exists(path)? {
+            return Err(StateError::Missing { path: path.into() });
+        }
+        static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Its own info log goes to a private folder outside the state folder.
+        let own =
+            std::env::temp_dir().join(format!("retail-kpi-secondary-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&own).map_err(|source| StateError::Folder {
+            path: own.clone(),
+            source,
+        })?;
+        let opened = (|| {
+            let mut opts = db_options();
+            // A secondary instance keeps every table file open: it cannot reopen one the
+            // primary has deleted since.
+            opts.set_max_open_files(-1);
+            let families = DB::list_cf(&opts, path).map_err(|e| open_error(path, e))?;
+            let db = DB::open_cf_as_secondary(&opts, path, &own, &families)
+                .map_err(|e| open_error(path, e))?;
+            let mut store = Store {
+                db: ManuallyDrop::new(db),
+                failed: Cell::new(false),
+                path: path.into(),
+                sync: WriteOptions::default(),
+                _lock: None,
+                version: 0,
+                secondary: Some(own.clone()),
+            };
+            store.version = store.check_version(&families)?;
+            // The job creates the families and then migrates, at its start: a look in
+            // between sees a store of this version without all of them.
+            if store.version == SCHEMA_VERSION
+                && COLUMN_FAMILIES
+                    .iter()
+                    .any(|f| !families.iter().any(|g| g == f))
+            {
+                return Err(StateError::Busy { path: path.into() });
+            }
+            Ok(store)
+        })();
+        if opened.is_err() {
+            let _ = std::fs::remove_dir_all(&own);
+        }
+        opened
+    }
+
+    /// A secondary instance reads what the job committed since it opened or last caught
+    /// up; for any other store it does nothing.
+    pub fn catch_up(&self) -> Result<(), StateError> {
+        if self.secondary.is_some() {
+            self.db
+                .try_catch_up_with_primary()
+                .map_err(|e| self.read_err(e))?;
+        }
+        Ok(())
     }
 
     /// Damage that RocksDB cannot see. It reads a MANIFEST cut short as one whose last
@@ -739,6 +811,9 @@ impl Drop for Store {
         if !self.failed.get() {
             // SAFETY: dropped once, here, and never used again.
             unsafe { ManuallyDrop::drop(&mut self.db) };
+        }
+        if let Some(own) = &self.secondary {
+            let _ = std::fs::remove_dir_all(own);
         }
     }
 }

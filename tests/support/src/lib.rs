@@ -5,6 +5,7 @@
 //! - [`reference`]: the independent reference computation, written from the SPEC alone;
 //! - [`cluster`]: Kafka clusters of `scripts/kafka` on ports chosen free at their start,
 //!   the job's command line, reading a topic and the job's group offsets back;
+//! - [`http`]: a plain GET against the job's HTTP address;
 //! - [`process`]: children that die with the test, and waits on a condition;
 //! - [`s3`]: local S3-compatible servers of `scripts/s3` (SeaweedFS) on ports chosen free
 //!   at their start, for the object-store output.
@@ -16,6 +17,7 @@
 
 pub mod cluster;
 pub mod harness;
+pub mod http;
 pub mod process;
 pub mod reference;
 pub mod s3;
