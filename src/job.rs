@@ -329,7 +329,8 @@ pub fn run_with<D: Decoder + Sync>(
     let mut restored = store.load()?;
     check_settings(cfg, restored.settings.as_ref())?;
     let recorded_source = restored.source.take();
-    // The page shows the minutes closed before a restart too, as committed.
+    // After a restart the page starts from the closed minutes whose file is not written
+    // yet (the store keeps no others), and the open ones.
     if let Some(live) = &cfg.live {
         live.publish(&restored.closed, restored.open.iter().map(|(s, w)| (*s, w)));
     }

@@ -242,6 +242,25 @@ fn live_page_api_and_inspect_on_a_running_job() {
         .filter(|m| m["provisional"] == false)
         .collect();
     assert!(closed.len() >= 2, "{page}");
+    // The producer was still running: the open minutes are shown, marked provisional, and
+    // after every closed one.
+    let provisional: Vec<&str> = page["minutes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["provisional"] == true)
+        .map(|m| m["start"].as_str().unwrap())
+        .collect();
+    assert!(!provisional.is_empty(), "{page}");
+    assert!(
+        provisional
+            .iter()
+            .all(|p| closed.iter().all(|c| c["start"].as_str().unwrap() < *p)),
+        "{page}"
+    );
+    // The health shown is the job's: it had read records and knew its lag.
+    assert_ne!(page["health"]["records_read"], "0", "{page}");
+    assert_eq!(page["health"]["ready"], "ready", "{page}");
     let starts: BTreeSet<&str> = closed
         .iter()
         .map(|m| m["start"].as_str().unwrap())
@@ -316,6 +335,34 @@ fn live_page_api_and_inspect_on_a_running_job() {
         assert_eq!(api_state[k], inspected[k], "{k}");
     }
     assert_eq!(api_state["counters"]["read"], INVOICES);
+
+    // The grace advice counts every invoice that reached the time checks but those with a
+    // future timestamp, and the job's own grace accepts at least what it did accept.
+    let (status, body) = get(&addr, "/api/v1/live");
+    assert_eq!(status, 200, "{body}");
+    let health = serde_json::from_str::<serde_json::Value>(&body).unwrap()["health"].clone();
+    let (status, body) = get(&addr, "/api/v1/advise/grace");
+    assert_eq!(status, 200, "{body}");
+    let advice: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("{v}"));
+    let rejected = &health["rejected"];
+    assert_eq!(
+        n(&advice["counted"]),
+        n(&health["records_accepted"]) + n(&rejected["late"]) + n(&rejected["window_closed"]),
+        "{advice} {health}"
+    );
+    let options = advice["options"].as_array().unwrap();
+    assert!(options
+        .windows(2)
+        .all(|w| n(&w[0]["accepted"]) <= n(&w[1]["accepted"])));
+    assert!(options
+        .iter()
+        .all(|o| o["file_delay_seconds"] == o["grace_seconds"]));
+    let current = options.iter().find(|o| o["grace_seconds"] == 60).unwrap();
+    assert!(
+        n(&current["accepted"]) >= n(&health["records_accepted"]),
+        "{advice}"
+    );
 
     // The job was not disturbed: it stops cleanly; a backfill on its store then closes
     // the rest, and the files are the reference's.

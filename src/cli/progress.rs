@@ -78,16 +78,18 @@ fn eta_text(eta: Option<Duration>) -> String {
 
 fn report(metrics: &Metrics, stopped: &mpsc::Receiver<()>, terminal: bool) {
     let every = if terminal { DRAW_EVERY } else { LOG_EVERY };
-    let bar = terminal.then(|| {
-        let b = indicatif::ProgressBar::new(0);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} records  {msg}",
-            )
-            .expect("a valid template"),
-        );
-        b
-    });
+    let bar = terminal.then(|| indicatif::ProgressBar::new(0));
+    // A bar needs a total: Kafka's records left give one; a file's length in records is
+    // not known, so a file run shows a spinner.
+    let bar_style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} records  {msg}",
+    )
+    .expect("a valid template");
+    let spinner_style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {pos} records  {msg}",
+    )
+    .expect("a valid template");
+    let mut styled: Option<bool> = None;
     let mut prev = (std::time::Instant::now(), metrics.health().records_read);
     // The rate shown is smoothed over the last few readings, so the bar's ETA does not
     // jump with every batch.
@@ -109,6 +111,14 @@ fn report(metrics: &Metrics, stopped: &mpsc::Receiver<()>, terminal: bool) {
         let watermark = h.watermark.as_deref().unwrap_or("-inf");
         match &bar {
             Some(b) => {
+                if styled != Some(left.is_some()) {
+                    b.set_style(if left.is_some() {
+                        bar_style.clone()
+                    } else {
+                        spinner_style.clone()
+                    });
+                    styled = Some(left.is_some());
+                }
                 b.set_length(records + left.unwrap_or(0));
                 b.set_position(records);
                 b.set_message(format!(

@@ -256,9 +256,13 @@ fn ensure_partitions<C: ProducerContext>(
     const WAIT: Duration = Duration::from_secs(30);
     let deadline = std::time::Instant::now() + WAIT;
     loop {
+        // What is left of the wait, so the whole stays within WAIT.
+        let left = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .max(Duration::from_millis(500));
         let md = p
             .client()
-            .fetch_metadata(Some(topic), WAIT)
+            .fetch_metadata(Some(topic), left)
             .map_err(|source| KafkaSourceError::Metadata {
                 topic: topic.into(),
                 brokers: brokers.into(),

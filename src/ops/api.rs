@@ -3,21 +3,25 @@
 //!
 //! Both read the store through a RocksDB secondary instance (`Store::open_secondary`), as
 //! `state inspect` does on a running job: what they show is committed, the job's lock and
-//! writes are untouched. A closed minute is in the store until its 10-minute file is
+//! writes are untouched. The instance is opened for one request and closed after it, one
+//! request at a time: a secondary instance keeps every table file of the store open, and
+//! held for the life of the job it would take file handles the job needs. A closed minute is in the store until its 10-minute file is
 //! written, and in the file after: so a bucket's rows come from its file when the file is
 //! there, else from the store. The store is read first: a bucket whose file is absent
 //! after that read had its windows in the store during it (the job deletes them only after
 //! the file is in place).
 
 use crate::aggregate::partial::WindowAgg;
-use crate::event_time::{bucket_name, bucket_start, format_instant, BUCKET_SECS, WINDOW_SECS};
-use crate::sink::render::{render_bucket, Family};
+use crate::event_time::{bucket_start, BUCKET_SECS, WINDOW_SECS};
+use crate::sink::render::{line_prefix, render_bucket, Family};
+use crate::sink::Encoding;
 use crate::state::{StateError, Store};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-/// The widest range one request may ask for: a week is 1,008 files per family.
-pub const MAX_RANGE_SECS: i64 = 7 * 24 * 3600;
+/// The widest range one request may ask for: a day is 144 files per family, a few
+/// megabytes of country rows for a busy shop, built in memory for one answer.
+pub const MAX_RANGE_SECS: i64 = 24 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -26,7 +30,7 @@ pub enum ApiError {
     BadRequest(String),
     #[error("cannot read the committed state: {0}")]
     State(#[from] StateError),
-    #[error("cannot read the output file {path}: {source}")]
+    #[error("cannot read the output file {path}: {source}; check that the job's user may read the output folder")]
     Output {
         path: PathBuf,
         source: std::io::Error,
@@ -52,7 +56,7 @@ pub struct KpiQuery {
     pub to_ns: i128,
 }
 
-const USAGE: &str = "usage: /api/v1/kpi?family=time|country&from=RFC3339&to=RFC3339 (for example from=2020-09-18T10:00:00Z&to=2020-09-18T11:00:00Z; at most 7 days)";
+const USAGE: &str = "usage: /api/v1/kpi?family=time|country&from=RFC3339&to=RFC3339 (for example from=2020-09-18T10:00:00Z&to=2020-09-18T11:00:00Z; at most a day)";
 
 impl KpiQuery {
     /// Parses the query string (after `?`).
@@ -61,8 +65,14 @@ impl KpiQuery {
         let (mut family, mut from, mut to) = (None, None, None);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = percent_decode(v).ok_or_else(|| bad(format!("{k}: bad %-escape")))?;
-            let slot = match k {
+            let escape = |t: &str| {
+                bad(format!(
+                    "{t:?} has a bad escape: write a byte as %XX with two hex digits, of UTF-8 text"
+                ))
+            };
+            let k = percent_decode(k).ok_or_else(|| escape(k))?;
+            let v = percent_decode(v).ok_or_else(|| escape(v))?;
+            let slot = match k.as_str() {
                 "family" => &mut family,
                 "from" => &mut from,
                 "to" => &mut to,
@@ -93,7 +103,7 @@ impl KpiQuery {
             return Err(bad("from must be before to".into()));
         }
         if to_ns - from_ns > MAX_RANGE_SECS as i128 * 1_000_000_000 {
-            return Err(bad("the range is longer than 7 days".into()));
+            return Err(bad("the range is longer than a day".into()));
         }
         Ok(KpiQuery {
             family,
@@ -111,7 +121,8 @@ impl KpiQuery {
     fn buckets(&self) -> impl Iterator<Item = i64> {
         let secs = |ns: i128| ns.div_euclid(1_000_000_000) as i64;
         let first = bucket_start(secs(self.from_ns));
-        let last = secs(self.to_ns);
+        // The last instant in the range (`to` is excluded).
+        let last = secs(self.to_ns - 1);
         (0..)
             .map(move |i| first + i * BUCKET_SECS)
             .take_while(move |b| *b <= last)
@@ -125,8 +136,12 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = b.get(i + 1..i + 3)?;
+            // from_str_radix alone would take a sign ("%+1").
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(b[i]);
@@ -137,21 +152,14 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// The API's access to the job's store and output.
+#[derive(Debug)]
 pub struct Api {
     state: PathBuf,
     /// The folder of the JSON files, when the output is a folder with JSON files; other
     /// outputs are served from the store only (minutes whose file is written are not).
     files: Option<PathBuf>,
-    store: Mutex<Option<Store>>,
-}
-
-impl std::fmt::Debug for Api {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Api")
-            .field("state", &self.state)
-            .field("files", &self.files)
-            .finish()
-    }
+    /// One secondary instance at a time, whatever the number of HTTP threads.
+    reading: Mutex<()>,
 }
 
 impl Api {
@@ -159,31 +167,17 @@ impl Api {
         Api {
             state,
             files,
-            store: Mutex::new(None),
+            reading: Mutex::new(()),
         }
     }
 
-    /// Runs `f` on a secondary instance caught up with the job's last commit; opened on
-    /// first use, and again after an error (the job may have been restarted meanwhile).
+    /// Runs `f` on a secondary instance opened for it: it sees the job's last commit.
     fn with_store<T>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
-        let mut slot = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        // Taken out while in use: if `f` fails or panics, the instance is dropped and the
-        // next request opens a fresh one.
-        let store = match slot.take() {
-            Some(s) if s.catch_up().is_ok() => s,
-            _ => Store::open_secondary(&self.state)?,
-        };
-        let result = f(&store);
-        // A store seen before the job's start-up migration finished lacks the families the
-        // migration creates, and a secondary instance never learns of new families: the
-        // next request opens it again.
-        if result.is_ok() && store.version() == crate::state::SCHEMA_VERSION {
-            *slot = Some(store);
-        }
-        result
+        let _one = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        f(&Store::open_secondary(&self.state)?)
     }
 
     /// `/api/v1/state`: the JSON of `state inspect --json`.
@@ -219,9 +213,7 @@ impl Api {
         let Some(dir) = &self.files else {
             return Ok(None);
         };
-        let path = dir
-            .join(q.family.folder())
-            .join(format!("{}.json", bucket_name(b)));
+        let path = dir.join(q.family.object(b, Encoding::Json));
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -231,7 +223,7 @@ impl Api {
         let prefixes: Vec<String> = (0..BUCKET_SECS / WINDOW_SECS)
             .map(|i| b + i * WINDOW_SECS)
             .filter(|w| q.holds(*w))
-            .map(|w| format!("{{\"window\":{{\"start\":\"{}\"", format_instant(w)))
+            .map(line_prefix)
             .collect();
         let mut out = Vec::new();
         for line in bytes.split_inclusive(|c| *c == b'\n') {
@@ -264,7 +256,8 @@ mod tests {
         let t0 = 1_600_423_200i64;
         assert_eq!(q.from_ns, t0 as i128 * 1_000_000_000);
         assert_eq!(q.to_ns, (t0 + 1200) as i128 * 1_000_000_000);
-        assert_eq!(q.buckets().collect::<Vec<_>>(), [t0, t0 + 600, t0 + 1200]);
+        // `to` on a bucket's start: that bucket holds no window of the range.
+        assert_eq!(q.buckets().collect::<Vec<_>>(), [t0, t0 + 600]);
         assert!(q.holds(t0) && q.holds(t0 + 1140) && !q.holds(t0 + 1200));
         assert!(
             bad("from=2020-09-18T10:00:00Z&to=2020-09-18T11:00:00Z").contains("family is missing")
@@ -276,12 +269,18 @@ mod tests {
         assert!(
             bad("family=time&from=2020-09-18T11:00:00Z&to=2020-09-18T10:00:00Z").contains("before")
         );
-        assert!(
-            bad("family=time&from=2020-09-01T00:00:00Z&to=2020-09-18T10:00:00Z").contains("7 days")
-        );
         assert!(bad("family=time&family=time").contains("twice"));
         assert!(bad("family=time&x=1").contains("unknown parameter"));
-        assert!(bad("family=%zz").contains("%-escape"));
+        assert!(bad("family=%zz").contains("bad escape"));
+        assert!(bad("family=%+1").contains("bad escape"));
+        assert!(
+            KpiQuery::parse("fam%69ly=time&from=2020-09-18T10:00:00Z&to=2020-09-18T10:00:01Z")
+                .is_ok()
+        );
+        assert!(
+            bad("family=time&from=2020-09-01T00:00:00Z&to=2020-09-02T00:00:01Z")
+                .contains("longer than a day")
+        );
         assert!(bad("").contains("usage"));
     }
 

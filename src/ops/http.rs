@@ -12,7 +12,12 @@
 //! | `/api/v1/advise/grace` | per candidate grace: invoices it accepts, delay it adds ([`crate::ops::advise`]) |
 //!
 //! A request that fails is answered with its status and a message; a handler that panics
-//! is answered 500 and the server goes on: nothing asked here can stop the job.
+//! is answered 500 and the server goes on: nothing asked here can stop the job. Four
+//! threads answer, so a slow client of the API does not hold up `/metrics` or `/readyz`.
+//!
+//! What is served: numbers, the KPI rows of the files and the store's description — no
+//! record content (rejected records stay in the output folder). Keep the address on
+//! 127.0.0.1 or behind a proxy that decides who may read the KPIs.
 
 use crate::ops::advise::advise_grace;
 use crate::ops::api::{Api, ApiError, KpiQuery};
@@ -43,19 +48,28 @@ pub fn serve(addr: SocketAddr, ends: Endpoints) -> Result<SocketAddr, MetricsErr
             addr: bound,
             message: e.to_string(),
         })?;
-    std::thread::Builder::new()
-        .name("http".into())
-        .spawn(move || {
-            for req in server.incoming_requests() {
-                respond(req, &ends);
-            }
-        })
-        .map_err(|e| MetricsError::Server {
-            addr: bound,
-            message: e.to_string(),
-        })?;
+    // A few threads: a slow client or a large KPI answer on one must not hold up the
+    // scrapes and probes on the others.
+    let server = Arc::new(server);
+    for i in 0..THREADS {
+        let (server, ends) = (Arc::clone(&server), ends.clone());
+        std::thread::Builder::new()
+            .name(format!("http-{i}"))
+            .spawn(move || {
+                for req in server.incoming_requests() {
+                    respond(req, &ends);
+                }
+            })
+            .map_err(|e| MetricsError::Server {
+                addr: bound,
+                message: e.to_string(),
+            })?;
+    }
     Ok(bound)
 }
+
+/// Threads answering requests.
+const THREADS: usize = 4;
 
 /// One answer: status, content type, body.
 type Answer = (u16, &'static str, Vec<u8>);
@@ -149,12 +163,16 @@ fn respond(req: tiny_http::Request, ends: &Endpoints) {
         tiny_http::Header::from_bytes("Content-Type", content_type).expect("a valid static header");
     let no_store =
         tiny_http::Header::from_bytes("Cache-Control", "no-store").expect("a valid static header");
+    // Error messages quote the request: never let a browser read them as anything else.
+    let nosniff = tiny_http::Header::from_bytes("X-Content-Type-Options", "nosniff")
+        .expect("a valid static header");
     // A client that went away is its own problem; the job goes on.
     let _ = req.respond(
         tiny_http::Response::from_data(body)
             .with_status_code(status)
             .with_header(header)
-            .with_header(no_store),
+            .with_header(no_store)
+            .with_header(nosniff),
     );
 }
 

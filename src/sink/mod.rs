@@ -273,12 +273,11 @@ impl Outbox {
             .copied()
             .collect();
         for b in &buckets {
-            let name = crate::event_time::bucket_name(*b);
             let windows: Vec<(i64, &WindowAgg)> =
                 self.buckets[b].iter().map(|(s, w)| (*s, w)).collect();
             for family in Family::BOTH {
                 for encoding in encodings {
-                    let object = format!("{}/{name}.{}", family.folder(), encoding.extension());
+                    let object = family.object(*b, *encoding);
                     let bytes =
                         encoding
                             .encode(family, &windows)

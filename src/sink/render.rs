@@ -21,13 +21,29 @@ impl Family {
             Family::Country => "country_kpi",
         }
     }
+
+    /// The object name of bucket `bucket_start`'s file of this family in `encoding`.
+    pub fn object(self, bucket_start: i64, encoding: crate::sink::Encoding) -> String {
+        format!(
+            "{}/{}.{}",
+            self.folder(),
+            crate::event_time::bucket_name(bucket_start),
+            encoding.extension()
+        )
+    }
+}
+
+/// How every line of window `start` begins, in both families: readers of the files (the
+/// KPI API) find a window's lines by it.
+pub fn line_prefix(start: i64) -> String {
+    format!("{{\"window\":{{\"start\":\"{}\"", format_instant(start))
 }
 
 fn window_prefix(out: &mut String, start: i64) {
+    out.push_str(&line_prefix(start));
     let _ = write!(
         out,
-        "{{\"window\":{{\"start\":\"{}\",\"end\":\"{}\"}}",
-        format_instant(start),
+        ",\"end\":\"{}\"}}",
         format_instant(start + WINDOW_SECS)
     );
 }

@@ -293,12 +293,14 @@ impl Store {
     /// Opens the store of a job that may be running, to look at it: a RocksDB secondary
     /// instance, which takes no lock (neither ours nor RocksDB's) and writes nothing in
     /// the state folder, so the job goes on undisturbed. It sees the last checkpoint
-    /// committed when it opened, and later ones after [`Store::catch_up`]; a checkpoint is
-    /// one write batch, so it never sees half of one.
+    /// committed when it opened; a checkpoint is one write batch, so it never sees half of
+    /// one. It keeps every table file open (RocksDB requires it of a secondary): open it
+    /// for one look and drop it.
     pub fn open_secondary(path: &Path) -> Result<Store, StateError> {
         if !store_exists(path)? {
             return Err(StateError::Missing { path: path.into() });
         }
+        remove_stale_secondaries();
         static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Its own info log goes to a private folder outside the state folder.
@@ -341,17 +343,6 @@ impl Store {
             let _ = std::fs::remove_dir_all(&own);
         }
         opened
-    }
-
-    /// A secondary instance reads what the job committed since it opened or last caught
-    /// up; for any other store it does nothing.
-    pub fn catch_up(&self) -> Result<(), StateError> {
-        if self.secondary.is_some() {
-            self.db
-                .try_catch_up_with_primary()
-                .map_err(|e| self.read_err(e))?;
-        }
-        Ok(())
     }
 
     /// Damage that RocksDB cannot see. It reads a MANIFEST cut short as one whose last
@@ -864,6 +855,33 @@ fn db_options() -> Options {
     opts
 }
 
+const SECONDARY_PREFIX: &str = "retail-kpi-secondary-";
+
+/// Removes the private folders of secondary instances whose process is gone (an inspect
+/// interrupted by Ctrl-C, a killed job): they hold only RocksDB's info log.
+fn remove_stale_secondaries() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SECONDARY_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// How long a starting job waits for readers of its store to finish.
+const READERS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Our own lock, taken before RocksDB is touched, so that a second job fails at once even
 /// while the first is still creating the store; the kernel drops it when the holder dies,
 /// so a killed job never blocks its restart. Readers share it: they keep a job from
@@ -890,15 +908,30 @@ fn take_lock(path: &Path, exclusive: bool) -> Result<Option<std::fs::File>, Stat
             Err(e) => return Err(folder_err(e)),
         }
     };
-    let locked = if exclusive {
-        file.try_lock()
-    } else {
-        file.try_lock_shared()
-    };
-    match locked {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Locked { path: path.into() }),
-        Err(std::fs::TryLockError::Error(e)) => Err(folder_err(e)),
+    if !exclusive {
+        return match file.try_lock_shared() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Locked { path: path.into() }),
+            Err(std::fs::TryLockError::Error(e)) => Err(folder_err(e)),
+        };
+    }
+    // A reader (`state inspect` on a stopped store) holds the lock shared for a moment; a
+    // job starting then waits for it rather than failing, while another job (which holds
+    // it exclusively, so that a shared lock fails too) is refused at once.
+    let deadline = std::time::Instant::now() + READERS_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(folder_err(e)),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+        }
+        let probe = std::fs::File::open(&lock_path).map_err(folder_err)?;
+        let only_readers = probe.try_lock_shared().is_ok();
+        drop(probe);
+        if !only_readers || std::time::Instant::now() >= deadline {
+            return Err(StateError::Locked { path: path.into() });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
@@ -1405,10 +1438,81 @@ mod tests {
     fn a_second_opener_is_refused_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let _first = Store::open(dir.path()).unwrap();
+        let t0 = std::time::Instant::now();
         match Store::open(dir.path()) {
             Err(StateError::Locked { .. }) => {}
             other => panic!("expected Locked, got {:?}", other.err()),
         }
+        // Not after waiting as for a reader.
+        assert!(t0.elapsed() < READERS_WAIT / 2, "{:?}", t0.elapsed());
+    }
+
+    #[test]
+    fn a_starting_job_waits_for_a_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let reader = Store::open_read_only(dir.path()).unwrap();
+        let (looked, done) = std::sync::mpsc::channel();
+        let path = dir.path().to_owned();
+        let job = std::thread::spawn(move || {
+            let opened = Store::open(&path).map(|_| ());
+            looked.send(()).unwrap();
+            opened
+        });
+        // The job waits while the reader looks...
+        assert!(done
+            .recv_timeout(std::time::Duration::from_millis(300))
+            .is_err());
+        // ...and opens once it is done.
+        drop(reader);
+        job.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_secondary_instance_sees_commits_and_leaves_the_folder_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = Store::open(dir.path()).unwrap();
+        let d = Delta {
+            seq: 1,
+            ..Delta::default()
+        };
+        job.commit(&d, &Delivered::default()).unwrap();
+        let listing = || {
+            let mut v: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    (e.file_name(), e.metadata().unwrap().len())
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let before = listing();
+        let look = Store::open_secondary(dir.path()).unwrap();
+        assert_eq!(look.load().unwrap().seq, 1);
+        let own = look.secondary.clone().unwrap();
+        assert!(own.exists() && !own.starts_with(dir.path()));
+        drop(look);
+        assert!(!own.exists(), "its own folder is removed with it");
+        assert_eq!(listing(), before, "the state folder is untouched");
+        // A later commit is seen by the next look, with the job still holding the store.
+        job.commit(
+            &Delta {
+                seq: 2,
+                ..Delta::default()
+            },
+            &Delivered::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            Store::open_secondary(dir.path())
+                .unwrap()
+                .load()
+                .unwrap()
+                .seq,
+            2
+        );
     }
 
     #[test]

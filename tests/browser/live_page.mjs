@@ -5,11 +5,14 @@
 // Opens URL in Debian's headless Chromium (/usr/bin/chromium, through playwright-core), polls the
 // DOM until #minutes shows at least MIN_CLOSED closed rows AND at least one closed minute that
 // was not there when the first closed row appeared (so minutes appeared while the page was
-// open), all within TIMEOUT_SECS from the start. Then it takes a full-page screenshot to
+// open), and the "Choosing the grace" table #grace has its 13 rows (one per candidate grace,
+// from api/v1/advise/grace), all within TIMEOUT_SECS from the start. Then it takes a full-page screenshot to
 // OUT_DIR/live-page.png and prints ONE JSON line on stdout:
 //   {"first_seen": [window_start...], "final_seen": [...], "updates": n, "closed": n,
 //    "minutes": [{"start", "provisional", "fields": {field: text}}...],   // table order, newest first
 //    "countries": [{"start", "country", "fields": {field: text}}...],
+//    "grace": [{"grace", "current", "fields": {field: text}}...],       // table order, ascending grace
+//    "country_chart": [country...],     // "Top countries per minute" legend, in its order
 //    "health": {field: text}, "status": {"hidden": bool, "text": s}, "screenshot": path,
 //    "elapsed_ms": n}
 // Exit 0 on success; 1 on timeout, a console error, a page error, a failed request or a page
@@ -27,6 +30,7 @@ const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const POLL_MS = 150;
+const GRACE_ROWS = 13;             // candidate graces: the lateness histogram's bounds, 0 s .. 1 d
 
 function die(code, msg) {
   process.stderr.write(`live_page: ${msg}\n`);
@@ -69,6 +73,13 @@ function snapshot() {
     tr.querySelectorAll('td[data-field]').forEach((td) => { fields[td.dataset.field] = td.textContent; });
     return { start: tr.dataset.start, country: tr.dataset.country, fields };
   });
+  const grace = [...document.querySelectorAll('#grace tbody tr[data-grace]')].map((tr) => {
+    const fields = {};
+    tr.querySelectorAll('td[data-field]').forEach((td) => { fields[td.dataset.field] = td.textContent; });
+    return { grace: tr.dataset.grace, current: tr.dataset.current === 'true', fields };
+  });
+  const countryChart = [...document.querySelectorAll('#country-legend [data-country]')].map((e) => e.textContent);
+  const countryLines = [...document.querySelectorAll('#country-chart path[data-country]')].map((e) => e.dataset.country);
   const health = {};
   document.querySelectorAll('#health [data-field]').forEach((e) => { health[e.dataset.field] = e.textContent; });
   const status = document.querySelector('#status');
@@ -77,6 +88,9 @@ function snapshot() {
     closed: Number(document.body.dataset.closed || 0),
     minutes: rows,
     countries,
+    grace,
+    countryChart,
+    countryLines,
     health,
     status: status ? { hidden: status.hidden || getComputedStyle(status).display === 'none', text: text(status) } : null,
     hasMinutesTable: !!document.querySelector('#minutes'),
@@ -128,14 +142,15 @@ async function main() {
     if (first !== null) {
       const seen = new Set(first);
       const grew = closedNow.some((s) => !seen.has(s));
-      if (closedNow.length >= minClosed && grew) break;
+      if (closedNow.length >= minClosed && grew && snap.grace.length === GRACE_ROWS) break;
     }
     if (Date.now() >= deadline) {
       const have = first === null
         ? 'no closed row ever appeared'
         : `${closedNow.length} closed rows (need at least ${minClosed}), of which new since the first sight ` +
           `(${first.length} closed rows): ${closedNow.filter((s) => !first.includes(s)).length} (need at least 1)`;
-      return failWith(page, `timeout after ${timeoutSecs} s: ${have}; updates ${snap.updates}; status ${JSON.stringify(snap.status)}`);
+      const grace = `grace table: ${snap.grace.length} rows (need ${GRACE_ROWS})`;
+      return failWith(page, `timeout after ${timeoutSecs} s: ${have}; ${grace}; updates ${snap.updates}; status ${JSON.stringify(snap.status)}`);
     }
     await new Promise((r) => setTimeout(r, Math.min(POLL_MS, Math.max(0, deadline - Date.now()))));
   }
@@ -144,6 +159,10 @@ async function main() {
     await page.screenshot({ path: shotPath, fullPage: true, timeout: Math.max(5000, deadline - Date.now()) });
   } catch (e) {
     return failWith(null, `screenshot failed: ${e.message}`);
+  }
+  // The country chart has one line per legend entry, in the same order.
+  if (JSON.stringify(snap.countryChart) !== JSON.stringify(snap.countryLines)) {
+    return failWith(null, `#country-chart lines ${JSON.stringify(snap.countryLines)} differ from its legend ${JSON.stringify(snap.countryChart)}`);
   }
   // A last look: errors that came while the screenshot was taken count too.
   if (problems.length) return failWith(null, 'the page reported errors');
@@ -155,6 +174,8 @@ async function main() {
     closed: snap.closed,
     minutes: snap.minutes,
     countries: snap.countries,
+    grace: snap.grace,
+    country_chart: snap.countryChart,
     health: snap.health,
     status: snap.status,
     screenshot: shotPath,

@@ -10,10 +10,18 @@
 //                     minutes at 2020-09-18T10:00:00Z), the open minute is provisional, its
 //                     figures growing until it closes; in the second half of each step a second
 //                     provisional minute shows too. Figures are deterministic per minute.
-//   POST /mock/down?seconds=N   answer 503 on /api/v1/live for N seconds (the "disconnected" banner)
+//   GET /api/v1/advise/grace   the grace advice (like src/ops/advise.rs): 13 candidate graces
+//                     (0 s .. 1 d, the lateness histogram's bounds), each with the invoices it
+//                     would have accepted (made-up shares, most invoices in order, a long tail),
+//                     their share (floats printed like serde: 60.0, 1.0) and the file delay.
+//   POST /mock/down?seconds=N   answer 503 on /api/v1/live and /api/v1/advise/grace for N seconds
+//                     (the job is down: the "disconnected" banner)
+//   POST /mock/grace-down?seconds=N   answer 503 on /api/v1/advise/grace only, for N seconds
 // Options: --big-items makes the first closed minute's world total_items a u128 beyond 2^53 (to
-// check that the page shows integer text exactly). It stops on SIGINT / SIGTERM, or by itself
-// after --lifetime-s seconds (default 600).
+// check that the page shows integer text exactly); --grace S is the job's current grace in
+// seconds (default 60; one that is not a candidate, like 45, highlights no row); --grace-empty
+// answers the advice as before the first invoice (counted 0, accepted_share null). It stops on
+// SIGINT / SIGTERM, or by itself after --lifetime-s seconds (default 600).
 //
 // Example:  node tests/browser/mock_server.mjs --port 8099 &
 //           node tests/browser/live_page.mjs http://127.0.0.1:8099/ /tmp/shots 5 60
@@ -39,10 +47,13 @@ const MAX_CLOSED = Number(opt('max-closed', 60));
 const LIFETIME_S = Number(opt('lifetime-s', 600));
 const BIG_ITEMS = opt('big-items', false) !== false;
 const BIG = '340282366920938463463374607431768211455'; // u128::MAX
+const GRACE = Number(opt('grace', 60));
+const GRACE_EMPTY = opt('grace-empty', false) !== false;
 
 const T0 = Date.parse('2020-09-18T10:00:00Z');
 const started = Date.now();
 let downUntil = 0;
+let graceDownUntil = 0;
 
 const COUNTRIES = ['United Kingdom', 'Germany', 'France', 'EIRE', 'Spain', 'Netherlands', 'Belgium',
   'Switzerland', 'Portugal', 'Australia', 'Norway', 'Italy', "Côte d'Ivoire", 'Channel Islands'];
@@ -140,6 +151,36 @@ function live() {
   };
 }
 
+// The grace advice. Candidates are the job's LATENESS_BOUNDS_SECS; the share of invoices at
+// most that late is made up (cumulative, ending at 1), with a little drift so that the table
+// changes between answers. Counted invoices grow with the live figures' records read.
+const GRACE_BOUNDS = [0, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400];
+const GRACE_CDF = [0.9518, 0.9603, 0.9741, 0.9852, 0.9911, 0.9957, 0.9979, 0.9991, 0.9996, 0.99985, 0.99995, 1, 1];
+// Floats as serde_json prints an f64 (60.0, 1.0, 0.9517...), through a marker replaced after stringify.
+const f64 = (x) => `__F64__${Number.isInteger(x) ? x.toFixed(1) : String(x)}`;
+function grace() {
+  const elapsed = Date.now() - started;
+  const nClosed = INITIAL + Math.floor(elapsed / STEP_MS);
+  const counted = GRACE_EMPTY ? 0 : 1000 + nClosed * 380 + Math.floor(((elapsed % STEP_MS) / STEP_MS) * 380);
+  const drift = 0.002 * Math.sin(elapsed / 20000);
+  const options = GRACE_BOUNDS.map((g, i) => {
+    const p = GRACE_CDF[i] >= 1 ? 1 : Math.min(1, GRACE_CDF[i] + drift * (1 - GRACE_CDF[i]) * 10);
+    const accepted = Math.min(counted, Math.floor(counted * p));
+    return {
+      grace_seconds: g,
+      accepted,
+      accepted_share: counted > 0 ? f64(accepted / counted) : null,
+      file_delay_seconds: g,
+    };
+  });
+  return {
+    counted,
+    current_grace_seconds: f64(GRACE),
+    options,
+    method: 'lateness histogram since the process started; candidates are its bucket bounds; window_closed refusals count as accepted by a grace above their lateness; future timestamps left out',
+  };
+}
+
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, 'http://localhost');
   if (req.method === 'GET' && url.pathname === '/') {
@@ -155,6 +196,19 @@ const server = http.createServer((req, res) => {
     const body = JSON.stringify(live()).replace('"__BIG__"', BIG);
     res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
     res.end(body);
+    return;
+  }
+  if (req.method === 'GET' && url.pathname === '/api/v1/advise/grace') {
+    const now = Date.now();
+    if (now < downUntil || now < graceDownUntil) { res.writeHead(503, { 'content-type': 'text/plain' }); res.end('mock: down\n'); return; }
+    const body = JSON.stringify(grace()).replace(/"__F64__([^"]*)"/g, '$1');
+    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+    res.end(body);
+    return;
+  }
+  if (req.method === 'POST' && url.pathname === '/mock/grace-down') {
+    graceDownUntil = Date.now() + 1000 * Number(url.searchParams.get('seconds') || 5);
+    res.writeHead(204); res.end();
     return;
   }
   if (req.method === 'POST' && url.pathname === '/mock/down') {
