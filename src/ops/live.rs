@@ -179,7 +179,8 @@ impl LiveView {
     pub fn answer(&self, health: Health) -> LiveAnswer {
         let snap = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
         LiveAnswer {
-            now: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            // To the millisecond, like the checkpoint and file times the page counts "ago" from.
+            now: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             closed: snap.closed.iter().map(|(_, m)| m.clone()).collect(),
             provisional: snap.provisional.clone(),
             health: LiveHealth {
