@@ -269,6 +269,25 @@ impl Store {
         Store::read_only(path, lock)
     }
 
+    /// A store opened to look, not to write (read-only or secondary); its version is
+    /// read by the caller.
+    fn for_reading(
+        db: DB,
+        path: &Path,
+        lock: Option<std::fs::File>,
+        secondary: Option<PathBuf>,
+    ) -> Store {
+        Store {
+            db: ManuallyDrop::new(db),
+            failed: Cell::new(false),
+            path: path.into(),
+            sync: WriteOptions::default(),
+            _lock: lock,
+            version: 0,
+            secondary,
+        }
+    }
+
     fn read_only(path: &Path, lock: Option<std::fs::File>) -> Result<Store, StateError> {
         let opts = db_options();
         // Every family must be opened; which ones are ours is checked once the version is
@@ -276,15 +295,7 @@ impl Store {
         let families = DB::list_cf(&opts, path).map_err(|e| open_error(path, e))?;
         let db = DB::open_cf_for_read_only(&opts, path, &families, false)
             .map_err(|e| open_error(path, e))?;
-        let mut store = Store {
-            db: ManuallyDrop::new(db),
-            failed: Cell::new(false),
-            path: path.into(),
-            sync: WriteOptions::default(),
-            _lock: lock,
-            version: 0,
-            secondary: None,
-        };
+        let mut store = Store::for_reading(db, path, lock, None);
         store.version = store.check_version(&families)?;
         store.check_complete(&families)?;
         Ok(store)
@@ -318,15 +329,7 @@ impl Store {
             let families = DB::list_cf(&opts, path).map_err(|e| open_error(path, e))?;
             let db = DB::open_cf_as_secondary(&opts, path, &own, &families)
                 .map_err(|e| open_error(path, e))?;
-            let mut store = Store {
-                db: ManuallyDrop::new(db),
-                failed: Cell::new(false),
-                path: path.into(),
-                sync: WriteOptions::default(),
-                _lock: None,
-                version: 0,
-                secondary: Some(own.clone()),
-            };
+            let mut store = Store::for_reading(db, path, None, Some(own.clone()));
             store.version = store.check_version(&families)?;
             // The job creates the families and then migrates, at its start: a look in
             // between sees a store of this version without all of them.
