@@ -37,21 +37,12 @@ use std::time::{Duration, Instant};
 use test_support::cluster::{
     committed_records, high_watermarks, inspect, job_command, read_back, wait_topic, Cluster,
 };
-use test_support::harness;
 use test_support::process::{owned_command, signal, wait_deadline};
 use test_support::reference::{reference, RefConfig, RefRecord};
+use test_support::{env_or, harness};
 
 const BIN: &str = env!("CARGO_BIN_EXE_retail-kpi");
 const TOPIC: &str = "invoices";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
-        Err(_) => default,
-    }
-}
 
 struct Settings {
     seed: u64,

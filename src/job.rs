@@ -217,6 +217,24 @@ impl<D: Decoder> Intake<D> {
         }
     }
 
+    /// A record refused elsewhere (by an aggregate process, for the merge role), held for
+    /// the next checkpoint like the intake's own.
+    pub fn keep_rejected(&mut self, r: RejectedRecord) {
+        self.rejected_bytes += r.raw.len() + r.message.len() + 64;
+        self.rejected.push(r);
+    }
+
+    /// Drops the held rejections of a partition this process no longer owns (aggregate
+    /// role): its next owner reads those records again.
+    pub fn forget_partition(&mut self, p: u32) {
+        self.rejected.retain(|r| r.partition != p);
+        self.rejected_bytes = self
+            .rejected
+            .iter()
+            .map(|r| r.raw.len() + r.message.len() + 64)
+            .sum();
+    }
+
     /// The records refused since the last call, for the next checkpoint.
     pub fn take_rejected(&mut self) -> Vec<RejectedRecord> {
         self.rejected_bytes = 0;
@@ -298,15 +316,16 @@ pub fn run(
     run_with(cfg, source, decoder, &mut sink, stop)
 }
 
-/// The parts of one run the loop passes around.
-struct Run<'a, D: Decoder> {
-    engine: Engine,
-    intake: Intake<D>,
+/// The parts of one run the loop passes around; the merge role's loop
+/// (`distributed::merge`) uses them too.
+pub(crate) struct Run<'a, D: Decoder> {
+    pub(crate) engine: Engine,
+    pub(crate) intake: Intake<D>,
     outbox: Outbox,
     store: Store,
     sink: &'a mut dyn Committer,
-    summary: RunSummary,
-    metrics: Option<&'a Metrics>,
+    pub(crate) summary: RunSummary,
+    pub(crate) metrics: Option<&'a Metrics>,
     live: Option<&'a LiveView>,
     /// The settings that change results, recorded with every checkpoint.
     settings: ResultSettings,
@@ -325,37 +344,7 @@ pub fn run_with<D: Decoder + Sync>(
     sink: &mut dyn Committer,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary, JobError> {
-    let store = Store::open(&cfg.state)?;
-    let mut restored = store.load()?;
-    check_settings(cfg, restored.settings.as_ref())?;
-    let recorded_source = restored.source.take();
-    // After a restart the page starts from the closed minutes whose file is not written
-    // yet (the store keeps no others), and the open ones.
-    if let Some(live) = &cfg.live {
-        live.publish(&restored.closed, restored.open.iter().map(|(s, w)| (*s, w)));
-    }
-    let outbox = Outbox::restore(
-        restored.take_closed_buckets(),
-        std::mem::take(&mut restored.pending_rejected),
-        restored.counters.buckets_rendered,
-    )
-    .with_format(cfg.format);
-    let engine = Engine::restore(cfg.engine, restored);
-    let mut run = Run {
-        engine,
-        intake: Intake::new(decoder, source.name()),
-        outbox,
-        store,
-        sink,
-        summary: RunSummary::default(),
-        metrics: cfg.metrics.as_deref(),
-        live: cfg.live.as_deref(),
-        settings: ResultSettings::new(&cfg.engine, &cfg.limits),
-        step: cfg.render_step.max(1),
-        stop: &stop,
-    };
-    // A crash may have left committed files unwritten: write them before anything else.
-    run.write_due(false)?;
+    let (mut run, recorded_source) = Run::open(cfg, decoder, source.name(), sink, &stop)?;
     source
         .verify(recorded_source.as_ref())
         .map_err(JobError::Source)?;
@@ -462,7 +451,9 @@ pub fn run_with<D: Decoder + Sync>(
             || run.intake.buffered_bytes() >= MAX_BUFFERED_BYTES
         {
             out.flush().map_err(JobError::Stdout)?;
-            run.checkpoint(source, false)?;
+            if run.checkpoint(source.identity(), false)? {
+                source.committed(&run.engine.positions());
+            }
             last_checkpoint = Instant::now();
         }
     }
@@ -471,7 +462,9 @@ pub fn run_with<D: Decoder + Sync>(
     }
     out.flush().map_err(JobError::Stdout)?;
     // One checkpoint ends the run; the outbox records what it then writes itself.
-    run.checkpoint(source, true)?;
+    if run.checkpoint(source.identity(), true)? {
+        source.committed(&run.engine.positions());
+    }
     if let Some(m) = run.metrics {
         let now_ms = source
             .is_live()
@@ -529,7 +522,51 @@ fn check_settings(cfg: &JobConfig, recorded: Option<&ResultSettings>) -> Result<
     })
 }
 
-impl<D: Decoder> Run<'_, D> {
+impl<'a, D: Decoder> Run<'a, D> {
+    /// Opens the store and restores the run from it: the engine, the outputs committed but
+    /// not written yet (written here, before anything is read), and the source the store
+    /// recorded, which the caller checks before it reads.
+    pub(crate) fn open(
+        cfg: &'a JobConfig,
+        decoder: D,
+        source_name: &str,
+        sink: &'a mut dyn Committer,
+        stop: &'a AtomicBool,
+    ) -> Result<(Self, Option<crate::source::SourceIdentity>), JobError> {
+        let store = Store::open(&cfg.state)?;
+        let mut restored = store.load()?;
+        check_settings(cfg, restored.settings.as_ref())?;
+        let recorded_source = restored.source.take();
+        // After a restart the page starts from the closed minutes whose file is not
+        // written yet (the store keeps no others), and the open ones.
+        if let Some(live) = &cfg.live {
+            live.publish(&restored.closed, restored.open.iter().map(|(s, w)| (*s, w)));
+        }
+        let outbox = Outbox::restore(
+            restored.take_closed_buckets(),
+            std::mem::take(&mut restored.pending_rejected),
+            restored.counters.buckets_rendered,
+        )
+        .with_format(cfg.format);
+        let engine = Engine::restore(cfg.engine, restored);
+        let mut run = Run {
+            engine,
+            intake: Intake::new(decoder, source_name),
+            outbox,
+            store,
+            sink,
+            summary: RunSummary::default(),
+            metrics: cfg.metrics.as_deref(),
+            live: cfg.live.as_deref(),
+            settings: ResultSettings::new(&cfg.engine, &cfg.limits),
+            step: cfg.render_step.max(1),
+            stop,
+        };
+        // A crash may have left committed files unwritten: write them before anything else.
+        run.write_due(false)?;
+        Ok((run, recorded_source))
+    }
+
     /// Writes each gap the source found to `gaps/`, then moves its partition on.
     fn record_gaps(&mut self, gaps: Vec<Gap>) -> Result<(), JobError> {
         for gap in gaps {
@@ -547,16 +584,22 @@ impl<D: Decoder> Run<'_, D> {
     }
 
     /// Commits the engine's changes, the records refused since the last checkpoint and
-    /// what the outbox delivered since its last record, in one batch; then writes what
-    /// became due. `last`: the end of the run, after which nothing else is committed.
-    fn checkpoint(&mut self, source: &mut dyn Source, last: bool) -> Result<(), JobError> {
+    /// what the outbox delivered since its last record, in one batch, with `identity` (what
+    /// the source records of its input); then writes what became due. `last`: the end of
+    /// the run, after which nothing else is committed. `true` when a checkpoint was
+    /// committed (there were changes).
+    pub(crate) fn checkpoint(
+        &mut self,
+        identity: Option<crate::source::SourceIdentity>,
+        last: bool,
+    ) -> Result<bool, JobError> {
         let Some(mut delta) = self.engine.take_delta() else {
             if self.outbox.has_unrecorded() {
                 self.store.record_delivered(&self.outbox.take_delivered())?;
             }
-            return Ok(());
+            return Ok(false);
         };
-        delta.source = source.identity();
+        delta.source = identity;
         delta.settings = Some(self.settings);
         delta.rejected = self.intake.take_rejected();
         let delivered = self.outbox.take_delivered();
@@ -571,9 +614,9 @@ impl<D: Decoder> Run<'_, D> {
             live.publish(&delta.closed_inserts, self.engine.open_windows());
         }
         crate::failpoint!("checkpoint.after_commit_before_render");
-        source.committed(&self.engine.positions());
         self.outbox.add(delta.ready, delta.seq, delta.rejected);
-        self.write_due(last)
+        self.write_due(last)?;
+        Ok(true)
     }
 
     /// Writes the committed outputs that are due, in steps of at most `self.step` objects.
@@ -582,7 +625,7 @@ impl<D: Decoder> Run<'_, D> {
     /// often gets further each time; otherwise the next checkpoint carries it, as a crash
     /// in between only finds the same files there again. Stops between steps when a stop
     /// is requested.
-    fn write_due(&mut self, record_last: bool) -> Result<(), JobError> {
+    pub(crate) fn write_due(&mut self, record_last: bool) -> Result<(), JobError> {
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(());

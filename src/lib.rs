@@ -12,6 +12,7 @@
 
 pub mod aggregate;
 pub mod decode;
+pub mod distributed;
 pub mod event_time;
 pub mod failpoint;
 pub mod generate;

@@ -10,6 +10,7 @@
 //! the engine never learns whether they were written.
 
 pub mod partial;
+pub mod roles;
 
 use crate::decode::invoice::{Invoice, Limits};
 use crate::event_time::{

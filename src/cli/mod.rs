@@ -180,17 +180,35 @@ fn run_matches(m: &ArgMatches) -> Option<&ArgMatches> {
 
 /// The error chain decides the exit code: the first typed error found wins.
 fn exit_code(e: &anyhow::Error) -> u8 {
+    fn job_code(j: &JobError) -> u8 {
+        match j {
+            JobError::State(_) => exit::STATE,
+            JobError::Sink(_) => exit::OUTPUT,
+            JobError::Source(e) if e.downcast_ref::<SourceMismatch>().is_some() => exit::CONFIG,
+            JobError::Source(_) => exit::SOURCE,
+            // README: a failed standard output is a plain failure, not the output folder.
+            JobError::Stdout(_) => exit::FAILURE,
+            JobError::SettingsChanged { .. } => exit::CONFIG,
+            JobError::Threads(_) => exit::FAILURE,
+        }
+    }
     for cause in e.chain() {
         if let Some(j) = cause.downcast_ref::<JobError>() {
-            return match j {
-                JobError::State(_) => exit::STATE,
-                JobError::Sink(_) => exit::OUTPUT,
-                JobError::Source(e) if e.downcast_ref::<SourceMismatch>().is_some() => exit::CONFIG,
-                JobError::Source(_) => exit::SOURCE,
-                // README: a failed standard output is a plain failure, not the output folder.
-                JobError::Stdout(_) => exit::FAILURE,
-                JobError::SettingsChanged { .. } => exit::CONFIG,
-                JobError::Threads(_) => exit::FAILURE,
+            return job_code(j);
+        }
+        if let Some(d) = cause.downcast_ref::<retail_kpi::distributed::DistributedError>() {
+            use retail_kpi::distributed::DistributedError as D;
+            return match d {
+                D::Job(j) => job_code(j),
+                // Other settings between the processes, or topics the cluster cannot hold.
+                D::Settings(_) | D::Setup(_) => exit::CONFIG,
+                // The brokers, our own data in Kafka, lost input, or a fenced process.
+                D::Kafka { .. }
+                | D::Fenced(_)
+                | D::Partials { .. }
+                | D::Inconsistent(_)
+                | D::Unavailable(_)
+                | D::DataLoss { .. } => exit::SOURCE,
             };
         }
         if let Some(e) = cause.downcast_ref::<SinkError>() {

@@ -3,6 +3,9 @@
 
 use super::*;
 use retail_kpi::decode::JsonInvoiceDecoder;
+use retail_kpi::distributed::aggregate::AggregateConfig;
+use retail_kpi::distributed::merge::MergeConfig;
+use retail_kpi::distributed::{ClusterConfig, Role};
 use retail_kpi::ops::api::Api;
 use retail_kpi::ops::http::Endpoints;
 use retail_kpi::ops::live::LiveView;
@@ -17,6 +20,11 @@ pub fn run_job(s: Settings) -> anyhow::Result<()> {
         tracing::warn!(
             "the settings file holds secrets and others than its owner may read it: chmod 600 it"
         );
+    }
+    match s.role.role {
+        Role::Single => {}
+        Role::Aggregate => return run_aggregate(&s),
+        Role::Merge => return run_merge(&s),
     }
     let mut cfg = job_config(&s);
     if let Some((metrics, live)) = serve_http(&s)? {
@@ -55,18 +63,116 @@ pub fn run_job(s: Settings) -> anyhow::Result<()> {
     }
     let sum = sum?;
     close_within(source, CLOSE_WAIT);
-    let secs = started.elapsed().as_secs_f64();
+    finished("run", &sum, started, out_location(&s));
+    Ok(())
+}
+
+/// The summary line of a run that wrote files (one process, or the merge).
+fn finished(
+    what: &str,
+    sum: &retail_kpi::job::RunSummary,
+    started: std::time::Instant,
+    out: &OutLocation,
+) {
     tracing::info!(
         records = sum.records,
         accepted = sum.accepted,
         rejected = sum.rejected,
         checkpoints = sum.checkpoints,
         files = sum.files_written,
-        seconds = format!("{secs:.3}"),
+        seconds = format!("{:.3}", started.elapsed().as_secs_f64()),
         ended = sum.ended,
-        out = %out_location(&s),
-        "run finished"
+        out = %out,
+        "{what} finished"
     );
+}
+
+/// The two topics between the roles, and the brokers.
+fn cluster_config(s: &Settings) -> ClusterConfig {
+    let partials = s
+        .role
+        .partials_topic
+        .clone()
+        .expect("resolve requires the partials topic for a role");
+    ClusterConfig {
+        brokers: s
+            .source
+            .brokers
+            .clone()
+            .expect("resolve requires brokers for a role"),
+        progress_topic: s
+            .role
+            .progress_topic
+            .clone()
+            .unwrap_or_else(|| ClusterConfig::progress_topic_for(&partials)),
+        partials_topic: partials,
+        replication_factor: s.role.replication_factor as i32,
+        min_insync_replicas: s.role.min_insync_replicas as i32,
+        properties: s.kafka.clone().into_iter().collect(),
+        timeout: s.source.connect_timeout.0,
+    }
+}
+
+/// `--role aggregate`: no output folder and no state; everything goes to Kafka.
+fn run_aggregate(s: &Settings) -> anyhow::Result<()> {
+    let group_id = s
+        .source
+        .group_id
+        .clone()
+        .expect("resolve requires a group id for the aggregate role");
+    let transactional_id = s.role.transactional_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "host".into());
+        format!("{group_id}-{host}-{}", std::process::id())
+    });
+    let cfg = AggregateConfig {
+        cluster: cluster_config(s),
+        topic: s
+            .source
+            .topic
+            .clone()
+            .expect("resolve requires the topic for the aggregate role"),
+        group_id,
+        transactional_id,
+        engine: engine_config(&s.aggregation),
+        limits: decoder_limits(&s.limits),
+        checkpoint_interval: s.checkpoint.checkpoint_interval.0,
+        idle_timeout: s.source.idle_timeout.0,
+        until_end: s.source.until.is_some(),
+    };
+    let stop = stop_flag()?;
+    let started = std::time::Instant::now();
+    let sum = retail_kpi::distributed::aggregate::run(&cfg, stop)?;
+    tracing::info!(
+        records = sum.records,
+        transactions = sum.transactions,
+        rebalances = sum.rebalances,
+        seconds = format!("{:.3}", started.elapsed().as_secs_f64()),
+        "aggregate process finished"
+    );
+    Ok(())
+}
+
+/// `--role merge`: the files and the state store, from the partials topic.
+fn run_merge(s: &Settings) -> anyhow::Result<()> {
+    let mut job = job_config(s);
+    if let Some((metrics, live)) = serve_http(s)? {
+        job.metrics = Some(metrics);
+        job.live = Some(live);
+    }
+    job.close_at_end = s.source.close_at_end;
+    let cfg = MergeConfig {
+        cluster: cluster_config(s),
+        job,
+        idle_timeout: s.source.idle_timeout.0,
+        until_end: s.source.until.is_some(),
+    };
+    let mut sink = open_sink(s)?;
+    let stop = stop_flag()?;
+    let started = std::time::Instant::now();
+    let sum = retail_kpi::distributed::merge::run(&cfg, sink.as_mut(), stop)?;
+    finished("merge", &sum, started, out_location(s));
     Ok(())
 }
 

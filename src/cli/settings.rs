@@ -6,7 +6,8 @@ use super::*;
 use retail_kpi::ops::settings::{
     AggregationFlags, AggregationSettings, CheckpointFlags, CheckpointSettings, DecodeFlags,
     DecodeSettings, LimitsFlags, LimitsSettings, LoggingFlags, LoggingSettings, MetricsFlags,
-    MetricsSettings, Origin, Origins, OutputFlags, OutputSettings, SourceFlags, SourceSettings,
+    MetricsSettings, Origin, Origins, OutputFlags, OutputSettings, RoleFlags, RoleSettings,
+    SourceFlags, SourceSettings,
 };
 use std::collections::BTreeSet;
 
@@ -43,6 +44,8 @@ pub struct RunArgs {
     pub decode: DecodeFlags,
     #[command(flatten)]
     pub metrics: MetricsFlags,
+    #[command(flatten)]
+    pub role: RoleFlags,
 }
 
 /// The order `config check` has always listed the settings in, kept so that its output
@@ -83,6 +86,7 @@ pub struct Settings {
     pub limits: LimitsSettings,
     pub decode: DecodeSettings,
     pub metrics: MetricsSettings,
+    pub role: RoleSettings,
     pub logging: LoggingSettings,
     /// librdkafka properties: the file's `[kafka]` table, then `-X` over it.
     pub kafka: BTreeMap<String, String>,
@@ -120,6 +124,7 @@ impl Settings {
         let limits = LimitsSettings::resolve(&r.limits, &file, &mut layers)?;
         let decode = DecodeSettings::resolve(&r.decode, &file, &mut layers)?;
         let metrics = MetricsSettings::resolve(&r.metrics, &file, &mut layers)?;
+        let role = RoleSettings::resolve(&r.role, &file, &mut layers)?;
         let logging = LoggingSettings::resolve(logging, &file, &mut layers)?;
         let mut kafka = BTreeMap::new();
         let mut kafka_origins = BTreeMap::new();
@@ -138,10 +143,12 @@ impl Settings {
         for (k, v) in retail_kpi::sink::object::ObjectConfig::options_from_env() {
             object_store.insert(k, (v, Origin::Env));
         }
-        source.check(&layers.origins)?;
+        let writes = role.check(&source, &layers.origins)?;
         aggregation.check(&layers.origins)?;
-        output.check()?;
-        checkpoint.check()?;
+        if writes {
+            output.check()?;
+            checkpoint.check()?;
+        }
         Ok(Settings {
             config: r.config.clone(),
             source,
@@ -151,6 +158,7 @@ impl Settings {
             limits,
             decode,
             metrics,
+            role,
             logging,
             kafka,
             origins: layers.origins,
@@ -176,6 +184,7 @@ impl Settings {
             self.limits.shown(),
             self.decode.shown(),
             self.metrics.shown(),
+            self.role.shown(),
         ]
         .concat();
         rows.sort_by_key(|(key, _)| {

@@ -34,6 +34,7 @@ pub use value::{
 };
 
 use crate::aggregate::DEFAULT_MAX_COUNTRIES;
+use crate::distributed::Role;
 use crate::sink::{Format, OutLocation};
 use crate::source::kafka::{OnDataLoss, StartAt};
 use serde::Deserialize;
@@ -152,6 +153,34 @@ settings! {
         pub ready_max_lag: u64,
     }
 
+    /// Running over several processes (README "Running on several machines"): this
+    /// process's role and the Kafka topics between the roles.
+    pub struct RoleSettings(RoleFlags) {
+        /// `single`: one process reads every partition and writes the files; `aggregate`:
+        /// one of a consumer group's processes (--group-id), sending exact partial sums to
+        /// the partials topic; `merge`: reads the partials topic and writes the files.
+        #[arg(long, value_enum, default_value = "single", env = "RETAIL_KPI_ROLE")]
+        pub role: Role,
+        /// The topic between the aggregate processes and the merge; created with one
+        /// partition when missing.
+        #[arg(long, env = "RETAIL_KPI_PARTIALS_TOPIC")]
+        pub partials_topic: Option<String>,
+        /// The compacted topic of each input partition's resume record [default:
+        /// <partials-topic>.progress].
+        #[arg(long, env = "RETAIL_KPI_PROGRESS_TOPIC")]
+        pub progress_topic: Option<String>,
+        /// Replication factor of the two topics when this process creates them.
+        #[arg(long, default_value = "3", env = "RETAIL_KPI_REPLICATION_FACTOR")]
+        pub replication_factor: usize,
+        /// min.insync.replicas of the two topics when this process creates them.
+        #[arg(long, default_value = "2", env = "RETAIL_KPI_MIN_INSYNC_REPLICAS")]
+        pub min_insync_replicas: usize,
+        /// An aggregate process's transactional id, unique per process [default:
+        /// <group-id>-<host>-<pid>].
+        #[arg(long, env = "RETAIL_KPI_TRANSACTIONAL_ID")]
+        pub transactional_id: Option<String>,
+    }
+
     /// The log lines on standard error. Every command takes these flags (global); the
     /// settings file adds to them for `run` and `config check`.
     pub struct LoggingSettings(LoggingFlags) {
@@ -204,6 +233,95 @@ impl SourceSettings {
             ));
         }
         Ok(())
+    }
+}
+
+impl RoleSettings {
+    /// The rules between the role and the other components' settings; returns which of
+    /// the output and state settings the role needs.
+    pub fn check(&self, src: &SourceSettings, origins: &Origins) -> Result<bool, SettingsError> {
+        let origin = |key: &str| origins.get(key).copied().unwrap_or(Origin::Default);
+        let invalid = |key: &str, message: String| SettingsError::Invalid {
+            key: key.into(),
+            origin: origin(key).name().into(),
+            message,
+        };
+        let need = |ok: bool, key: &str, what: &str| -> Result<(), SettingsError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(invalid(
+                    key,
+                    format!(
+                        "--role {} needs {what}",
+                        crate::distributed::role_name(self.role)
+                    ),
+                ))
+            }
+        };
+        match self.role {
+            Role::Single => {
+                if self.partials_topic.is_some() {
+                    return Err(invalid(
+                        "partials_topic",
+                        "a partials topic is for --role aggregate and --role merge; a single process needs none".into(),
+                    ));
+                }
+                src.check(origins)?;
+                Ok(true)
+            }
+            Role::Aggregate | Role::Merge => {
+                need(
+                    src.input.is_none(),
+                    "input",
+                    "Kafka input (--brokers), not a file",
+                )?;
+                need(src.brokers.is_some(), "brokers", "--brokers")?;
+                need(
+                    self.partials_topic.is_some(),
+                    "partials_topic",
+                    "--partials-topic",
+                )?;
+                if self.min_insync_replicas > self.replication_factor
+                    || self.replication_factor == 0
+                {
+                    return Err(invalid(
+                        "min_insync_replicas",
+                        format!(
+                            "min_insync_replicas ({}) must be at least 1 and at most replication_factor ({})",
+                            self.min_insync_replicas, self.replication_factor
+                        ),
+                    ));
+                }
+                if self.role == Role::Aggregate {
+                    need(src.topic.is_some(), "topic", "the input --topic")?;
+                    need(
+                        src.group_id.is_some(),
+                        "group_id",
+                        "--group-id (the consumer group of the aggregate processes)",
+                    )?;
+                    need(
+                        !src.close_at_end,
+                        "close_at_end",
+                        "no --close-at-end (the merge closes windows)",
+                    )?;
+                    need(
+                        src.on_data_loss == OnDataLoss::Fail,
+                        "on_data_loss",
+                        "--on-data-loss fail (continue is not supported over several processes)",
+                    )?;
+                    Ok(false)
+                } else {
+                    if src.close_at_end && src.until.is_none() {
+                        return Err(invalid(
+                            "close_at_end",
+                            "close_at_end needs `until = end` (a live run never ends)".into(),
+                        ));
+                    }
+                    Ok(true)
+                }
+            }
+        }
     }
 }
 

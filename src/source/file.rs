@@ -153,6 +153,10 @@ impl Source for FileSource {
                 "the state store was written by a job reading Kafka topic `{topic}`, not a file; give the job that topic, or a new state folder for {}",
                 self.name
             )))),
+            Some(SourceIdentity::Partials { topic, .. }) => Err(Box::new(SourceMismatch(format!(
+                "the state store belongs to a merge process reading partials topic `{topic}`, not a job reading a file; give a new state folder for {}",
+                self.name
+            )))),
             None => Ok(()),
         }
     }

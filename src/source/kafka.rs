@@ -804,6 +804,10 @@ impl Source for KafkaSource {
                 "the state store was written by a job reading a file, not Kafka topic `{}`; give a new state folder (and output folder) for the topic",
                 self.cfg.topic
             )))),
+            Some(SourceIdentity::Partials { topic, .. }) => Err(Box::new(SourceMismatch(format!(
+                "the state store belongs to a merge process (`--role merge`) reading partials topic `{topic}`; run the merge on it, or give a new state folder (and output folder) for `{}`",
+                self.cfg.topic
+            )))),
         }
     }
 

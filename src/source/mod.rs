@@ -25,6 +25,15 @@ pub enum SourceIdentity {
         /// added to it later make the read part longer, which is a change.)
         hash: u128,
     },
+    /// The merge role's input (`crate::distributed`): the partials topic and the next
+    /// offset to read in it, the input topic the partials are about, and the end offsets
+    /// of a bounded run as the aggregate processes reported them.
+    Partials {
+        topic: String,
+        next_offset: i64,
+        input_topic: Option<String>,
+        end_offsets: BTreeMap<u32, i64>,
+    },
 }
 
 /// Records that the source will never deliver, found where the job resumed or while it

@@ -67,6 +67,7 @@ pub fn describe(store: &Store) -> Result<Value, StateError> {
             None => Value::Null,
             Some(SourceIdentity::Kafka { topic, topic_id }) => json!({"kafka": {"topic": topic, "topic_id": topic_id}}),
             Some(SourceIdentity::File { bytes, hash }) => json!({"file": {"bytes_read": bytes, "xxh3_128": format!("{hash:032x}")}}),
+            Some(SourceIdentity::Partials { topic, next_offset, input_topic, end_offsets }) => json!({"partials": {"topic": topic, "next_offset": next_offset, "input_topic": input_topic, "end_offsets": end_offsets}}),
         },
         "counters": {
             "read": counters.read, "accepted": counters.accepted, "rejected": rejected,

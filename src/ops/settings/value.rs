@@ -2,6 +2,7 @@
 //! value, through the parser its `#[arg]` names), from the settings file, and how
 //! `config check` shows it. A new setting of a kind listed here needs nothing in this file.
 
+use crate::distributed::Role;
 use crate::sink::{Format, OutLocation};
 use crate::source::kafka::{OnDataLoss, StartAt};
 use clap::ValueEnum;
@@ -213,7 +214,7 @@ macro_rules! named {
     )*};
 }
 
-named!(StartAt, OnDataLoss, Until, LogFormat, Format);
+named!(StartAt, OnDataLoss, Until, LogFormat, Format, Role);
 
 /// `--out`: parsed after the layers are merged, so that its error names its layer.
 impl Setting for OutLocation {

@@ -1,5 +1,5 @@
 //! Test support of retail-kpi, shared by the integration tests (`tests/*.rs`) and the chaos
-//! scenario (`chaos/chaos.rs`):
+//! scenarios (`chaos/chaos.rs`, `chaos/distributed.rs`; [`env_or`] reads their settings):
 //!
 //! - [`harness`]: reading an output folder back;
 //! - [`reference`]: the independent reference computation, written from the SPEC alone;
@@ -21,3 +21,14 @@ pub mod http;
 pub mod process;
 pub mod reference;
 pub mod s3;
+
+/// A setting of a scenario from the environment variable `name`, else `default`; a value
+/// that does not parse fails the run, naming it.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
+        Err(_) => default,
+    }
+}
