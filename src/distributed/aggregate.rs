@@ -164,7 +164,10 @@ pub fn run(
             // A partition never committed starts at its beginning (SPEC §4: whatever
             // --start says, a partition new to the job is read from its first offset).
             ("auto.offset.reset", "earliest"),
-            ("enable.partition.eof", "false"),
+            // The end of a partition as the broker sees it: under read_committed, a
+            // transactional topic ends with a marker no record is delivered for, so the
+            // high watermark is never reached by a record.
+            ("enable.partition.eof", "true"),
             // A member that stops polling (paused, stuck) holds a rebalance of the whole
             // group this long at most.
             ("max.poll.interval.ms", "60000"),
@@ -234,6 +237,7 @@ pub fn run(
                         break;
                     }
                 }
+                Some(Err(KafkaError::PartitionEOF(p))) => agg.reached_end(p as u32),
                 Some(Err(e)) => tracing::warn!("consumer: {e}"),
                 Some(Ok(m)) => {
                     polled += 1;
@@ -312,6 +316,32 @@ impl Aggregator<'_> {
         o.last_record_ms = Some(wall_ms());
         o.moved = true;
         self.summary.records += 1;
+    }
+
+    /// The consumer read everything there is in partition `p`: its position (past any
+    /// transaction markers) is where the next owner goes on, and the brokers confirmed
+    /// that the partition is caught up.
+    fn reached_end(&mut self, p: u32) {
+        let Some(o) = self.owned.get_mut(&p) else {
+            return;
+        };
+        let at = self.consumer.position().ok().and_then(|tpl| {
+            tpl.find_partition(&self.cfg.topic, p as i32)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(x) => Some(x),
+                    _ => None,
+                })
+        });
+        if let Some(at) = at {
+            let at = o.end.map_or(at, |e| at.min(e));
+            if at > o.position {
+                o.position = at;
+                o.moved = true;
+            }
+        }
+        if !self.cfg.until_end {
+            o.caught_up_ms = Some(wall_ms());
+        }
     }
 
     fn handle_events(&mut self) -> Result<(), DistributedError> {
@@ -425,10 +455,12 @@ impl Aggregator<'_> {
                 Some(at) => at,
                 None => low,
             };
-            let end = match resume.and_then(|r| r.end_offset) {
-                Some(e) => Some(e),
-                None if self.cfg.until_end => Some(high),
-                None => None,
+            // A bounded run keeps the end its partition got when this run first assigned
+            // it; an end an earlier run reached is over, and a live run has none.
+            let end = match resume.and_then(|r| r.end_offset.map(|e| (e, r.next_offset))) {
+                _ if !self.cfg.until_end => None,
+                Some((e, next)) if next.is_none_or(|n| n < e) => Some(e),
+                _ => Some(high),
             };
             let mut point = match resume {
                 Some(r) => r.point().map_err(|error| DistributedError::Partials {
@@ -447,7 +479,9 @@ impl Aggregator<'_> {
                     engine,
                     position,
                     end,
-                    last_record_ms: None,
+                    // As one process does: quiet time counts from the assignment, so a
+                    // partition that moves is not idle at once.
+                    last_record_ms: Some(wall_ms()),
                     caught_up_ms: None,
                     moved: true,
                 },
@@ -513,7 +547,18 @@ impl Aggregator<'_> {
     }
 
     fn rewind(&mut self) -> Result<(), DistributedError> {
-        let ps: Vec<u32> = self.owned.keys().copied().collect();
+        // The consumer's assignment, not `owned`: a rewind that failed half-way left
+        // `owned` short, and a partition missing there would be ignored for good.
+        let mut ps: Vec<u32> = match self.consumer.assignment() {
+            Ok(tpl) => tpl
+                .elements()
+                .iter()
+                .filter(|e| e.topic() == self.cfg.topic)
+                .map(|e| e.partition() as u32)
+                .collect(),
+            Err(_) => self.owned.keys().copied().collect(),
+        };
+        ps.sort_unstable();
         self.owned.clear();
         self.intake.take_rejected();
         self.assign(&ps)?;
@@ -606,10 +651,14 @@ impl Aggregator<'_> {
                 let mut point = point;
                 point.state.next_offset = Some(o.position);
                 resumes.push((*p, Resume::of(&self.cfg.topic, *p, &point, o.end)));
-                offsets
-                    .add_partition_offset(&self.cfg.topic, *p as i32, Offset::Offset(o.position))
-                    .map_err(DistributedError::kafka(c, "listing the offsets"))?;
             }
+            // Every owned partition's offset, moved or not: the group checks the
+            // generation of the transaction's offsets, and a transaction without any
+            // (a progress refresh) would go unchecked, so a process that lost its
+            // partitions while paused could still commit their progress.
+            offsets
+                .add_partition_offset(&self.cfg.topic, *p as i32, Offset::Offset(o.position))
+                .map_err(DistributedError::kafka(c, "listing the offsets"))?;
         }
         let rejected = self.intake.take_rejected();
         let checkpoint = Body::Checkpoint(Checkpoint {
@@ -720,9 +769,23 @@ impl Aggregator<'_> {
                     .send_offsets_to_transaction(offsets, &meta, TXN_CALL_TIMEOUT)
                     .map_err(|e| fail("adding the input offsets to the transaction", e))?;
             }
-            self.producer
-                .commit_transaction(TXN_CALL_TIMEOUT)
-                .map_err(|e| fail("committing the transaction", e))
+            // A commit that timed out may still complete: it is called again (nothing else
+            // is allowed meanwhile), and aborted only when Kafka says it must be.
+            let deadline = Instant::now() + c.timeout;
+            loop {
+                match self.producer.commit_transaction(TXN_CALL_TIMEOUT) {
+                    Ok(()) => return Ok(()),
+                    Err(KafkaError::Transaction(t))
+                        if t.is_retriable()
+                            && !t.txn_requires_abort()
+                            && Instant::now() < deadline =>
+                    {
+                        tracing::debug!("committing the transaction: {t}; again");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(e) => return Err(fail("committing the transaction", e)),
+                }
+            }
         };
         match attempt() {
             Ok(()) => Ok(()),
@@ -730,7 +793,7 @@ impl Aggregator<'_> {
                 // What was taken for this transaction is gone from memory: the caller
                 // reads the owned partitions again from what was committed, or stops.
                 // An abort that times out must be called again before anything else.
-                let deadline = Instant::now() + 2 * c.timeout;
+                let deadline = Instant::now() + c.timeout;
                 loop {
                     match self.producer.abort_transaction(Duration::from_secs(5)) {
                         Ok(()) => return Err(e),
@@ -738,6 +801,7 @@ impl Aggregator<'_> {
                             if t.is_retriable() && Instant::now() < deadline =>
                         {
                             tracing::debug!("aborting the transaction: {t}; again");
+                            std::thread::sleep(Duration::from_millis(200));
                         }
                         Err(abort) => {
                             tracing::warn!("the failed transaction cannot be aborted: {abort}");
