@@ -5,12 +5,10 @@
 //! transaction. Nothing is kept on a local disk: a partition that moves resumes from the
 //! offset and the resume record its last owner committed together.
 
-use super::group::{GroupContext, GroupEvent};
 use super::partials::{
     self, Body, Checkpoint, CountsJson, Progress, RejectedChunk, RejectedJson, Resume, WindowSums,
 };
-use super::progress::read_resumes;
-use super::{retried, ClusterConfig, DistributedError};
+use super::{ClusterConfig, DistributedError};
 use crate::aggregate::partial::WindowAgg;
 use crate::aggregate::roles::ResumePoint;
 use crate::aggregate::{Counters, Engine, EngineConfig, ResultSettings};
@@ -18,11 +16,12 @@ use crate::decode::invoice::Limits;
 use crate::decode::JsonInvoiceDecoder;
 use crate::job::Intake;
 use crate::record::SourceRecord;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,6 +70,62 @@ pub struct AggregateSummary {
     pub rebalances: u64,
 }
 
+enum GroupEvent {
+    Assigned(Vec<u32>),
+    Revoked(Vec<u32>),
+}
+
+/// The consumer's context: rebalances are noted here, during `poll`, and handled by the
+/// loop right after that `poll` returns, before any other record or transaction.
+struct GroupContext {
+    topic: String,
+    events: Mutex<Vec<GroupEvent>>,
+    pending: AtomicBool,
+}
+
+impl GroupContext {
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<u32> {
+        tpl.elements()
+            .iter()
+            .filter(|e| e.topic() == self.topic)
+            .map(|e| e.partition() as u32)
+            .collect()
+    }
+
+    fn push(&self, e: GroupEvent) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(e);
+        self.pending.store(true, Ordering::Release);
+    }
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, _level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        tracing::debug!(target: "librdkafka", "{fac}: {msg}");
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!("Kafka client: {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        match r {
+            // Before the partitions go: the loop drops what it has not committed of them.
+            Rebalance::Revoke(tpl) => self.push(GroupEvent::Revoked(self.partitions(tpl))),
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
+        }
+    }
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = r {
+            self.push(GroupEvent::Assigned(self.partitions(tpl)));
+        }
+    }
+}
+
 /// A partition this process owns.
 struct Owned {
     engine: Engine,
@@ -109,7 +164,10 @@ pub fn run(
             // A partition never committed starts at its beginning (SPEC §4: whatever
             // --start says, a partition new to the job is read from its first offset).
             ("auto.offset.reset", "earliest"),
-            ("enable.partition.eof", "false"),
+            // The end of a partition as the broker sees it: under read_committed, a
+            // transactional topic ends with a marker no record is delivered for, so the
+            // high watermark is never reached by a record.
+            ("enable.partition.eof", "true"),
             // A member that stops polling (paused, stuck) holds a rebalance of the whole
             // group this long at most.
             ("max.poll.interval.ms", "60000"),
@@ -179,6 +237,7 @@ pub fn run(
                         break;
                     }
                 }
+                Some(Err(KafkaError::PartitionEOF(p))) => agg.reached_end(p as u32),
                 Some(Err(e)) => tracing::warn!("consumer: {e}"),
                 Some(Ok(m)) => {
                     polled += 1;
@@ -257,6 +316,32 @@ impl Aggregator<'_> {
         o.last_record_ms = Some(wall_ms());
         o.moved = true;
         self.summary.records += 1;
+    }
+
+    /// The consumer read everything there is in partition `p`: its position (past any
+    /// transaction markers) is where the next owner goes on, and the brokers confirmed
+    /// that the partition is caught up.
+    fn reached_end(&mut self, p: u32) {
+        let Some(o) = self.owned.get_mut(&p) else {
+            return;
+        };
+        let at = self.consumer.position().ok().and_then(|tpl| {
+            tpl.find_partition(&self.cfg.topic, p as i32)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(x) => Some(x),
+                    _ => None,
+                })
+        });
+        if let Some(at) = at {
+            let at = o.end.map_or(at, |e| at.min(e));
+            if at > o.position {
+                o.position = at;
+                o.moved = true;
+            }
+        }
+        if !self.cfg.until_end {
+            o.caught_up_ms = Some(wall_ms());
+        }
     }
 
     fn handle_events(&mut self) -> Result<(), DistributedError> {
@@ -684,9 +769,23 @@ impl Aggregator<'_> {
                     .send_offsets_to_transaction(offsets, &meta, TXN_CALL_TIMEOUT)
                     .map_err(|e| fail("adding the input offsets to the transaction", e))?;
             }
-            self.producer
-                .commit_transaction(TXN_CALL_TIMEOUT)
-                .map_err(|e| fail("committing the transaction", e))
+            // A commit that timed out may still complete: it is called again (nothing else
+            // is allowed meanwhile), and aborted only when Kafka says it must be.
+            let deadline = Instant::now() + c.timeout;
+            loop {
+                match self.producer.commit_transaction(TXN_CALL_TIMEOUT) {
+                    Ok(()) => return Ok(()),
+                    Err(KafkaError::Transaction(t))
+                        if t.is_retriable()
+                            && !t.txn_requires_abort()
+                            && Instant::now() < deadline =>
+                    {
+                        tracing::debug!("committing the transaction: {t}; again");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(e) => return Err(fail("committing the transaction", e)),
+                }
+            }
         };
         match attempt() {
             Ok(()) => Ok(()),
@@ -726,6 +825,80 @@ impl Aggregator<'_> {
                         .is_some_and(|e| r.next_offset.is_some_and(|n| n >= e))
                 })
             }))
+    }
+}
+
+/// The last committed resume record of each partition of `topic`, read from the start of
+/// the progress topic to its end (under read_committed, the end of what is committed).
+pub fn read_resumes(
+    c: &ClusterConfig,
+    topic: &str,
+) -> Result<BTreeMap<u32, Resume>, DistributedError> {
+    let reader: BaseConsumer<super::Quiet> = c
+        .client(&[
+            ("group.id", "retail-kpi-progress-reader"),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+            ("enable.partition.eof", "true"),
+            // The end is found by a fetch that returns nothing: do not wait for more.
+            ("fetch.wait.max.ms", "10"),
+        ])
+        .create_with_context(super::Quiet)
+        .map_err(DistributedError::kafka(c, "creating the progress reader"))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&c.progress_topic, 0, Offset::Beginning)
+        .map_err(DistributedError::kafka(c, "assigning the progress topic"))?;
+    reader
+        .assign(&tpl)
+        .map_err(DistributedError::kafka(c, "assigning the progress topic"))?;
+    let mut out = BTreeMap::new();
+    let deadline = Instant::now() + c.timeout;
+    loop {
+        if Instant::now() >= deadline {
+            return Err(DistributedError::Unavailable(format!(
+                "the progress topic `{}` could not be read to its end within {:?}; check the brokers (scripts/kafka status, or your cluster's health), then restart the process",
+                c.progress_topic, c.timeout
+            )));
+        }
+        match reader.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(out),
+            Some(Err(e)) => tracing::debug!("progress reader: {e}"),
+            Some(Ok(m)) => {
+                let body = partials::decode(m.payload().unwrap_or(&[])).map_err(|error| {
+                    DistributedError::Partials {
+                        topic: c.progress_topic.clone(),
+                        offset: m.offset(),
+                        error,
+                    }
+                })?;
+                if let Body::Resume(r) = body {
+                    if r.topic == topic {
+                        out.insert(r.partition, r);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A request to the brokers, made again while it fails, for `within` at most: a leader
+/// moving or a broker restarting answers `NotLeaderForPartition` or times out for a few
+/// seconds, and must not stop the process. The last error is returned.
+fn retried<T>(
+    within: Duration,
+    mut call: impl FnMut() -> Result<T, KafkaError>,
+) -> Result<T, KafkaError> {
+    let deadline = Instant::now() + within;
+    loop {
+        match call() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!("a request to the brokers failed ({e}); again");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

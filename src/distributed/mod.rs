@@ -16,19 +16,16 @@
 //! ```
 //!
 //! `partials.rs` is the record format, `topics.rs` creates the two topics,
-//! `aggregate.rs` and `merge.rs` are the two loops, `group.rs` the aggregate processes'
-//! rebalance events and `progress.rs` reads the resume records back.
+//! `aggregate.rs` and `merge.rs` are the two loops.
 
 pub mod aggregate;
-mod group;
 pub mod merge;
 pub mod partials;
-pub mod progress;
 pub mod topics;
 
 use crate::job::JobError;
 use rdkafka::config::ClientConfig;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What a process of a run does (`--role`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -170,26 +167,6 @@ impl DistributedError {
             what,
             brokers: cfg.brokers.clone(),
             error: Box::new(error),
-        }
-    }
-}
-
-/// A request to the brokers, made again while it fails, for `within` at most: a leader
-/// moving or a broker restarting answers `NotLeaderForPartition` or times out for a few
-/// seconds, and must not stop the process. The last error is returned.
-pub(crate) fn retried<T>(
-    within: Duration,
-    mut call: impl FnMut() -> Result<T, rdkafka::error::KafkaError>,
-) -> Result<T, rdkafka::error::KafkaError> {
-    let deadline = Instant::now() + within;
-    loop {
-        match call() {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!("a request to the brokers failed ({e}); again");
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            Err(e) => return Err(e),
         }
     }
 }
