@@ -164,10 +164,7 @@ pub fn run(
             // A partition never committed starts at its beginning (SPEC §4: whatever
             // --start says, a partition new to the job is read from its first offset).
             ("auto.offset.reset", "earliest"),
-            // The end of a partition as the broker sees it: under read_committed, a
-            // transactional topic ends with a marker no record is delivered for, so the
-            // high watermark is never reached by a record.
-            ("enable.partition.eof", "true"),
+            ("enable.partition.eof", "false"),
             // A member that stops polling (paused, stuck) holds a rebalance of the whole
             // group this long at most.
             ("max.poll.interval.ms", "60000"),
@@ -237,7 +234,6 @@ pub fn run(
                         break;
                     }
                 }
-                Some(Err(KafkaError::PartitionEOF(p))) => agg.reached_end(p as u32),
                 Some(Err(e)) => tracing::warn!("consumer: {e}"),
                 Some(Ok(m)) => {
                     polled += 1;
@@ -316,32 +312,6 @@ impl Aggregator<'_> {
         o.last_record_ms = Some(wall_ms());
         o.moved = true;
         self.summary.records += 1;
-    }
-
-    /// The consumer read everything there is in partition `p`: its position (past any
-    /// transaction markers) is where the next owner goes on, and the brokers confirmed
-    /// that the partition is caught up.
-    fn reached_end(&mut self, p: u32) {
-        let Some(o) = self.owned.get_mut(&p) else {
-            return;
-        };
-        let at = self.consumer.position().ok().and_then(|tpl| {
-            tpl.find_partition(&self.cfg.topic, p as i32)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(x) => Some(x),
-                    _ => None,
-                })
-        });
-        if let Some(at) = at {
-            let at = o.end.map_or(at, |e| at.min(e));
-            if at > o.position {
-                o.position = at;
-                o.moved = true;
-            }
-        }
-        if !self.cfg.until_end {
-            o.caught_up_ms = Some(wall_ms());
-        }
     }
 
     fn handle_events(&mut self) -> Result<(), DistributedError> {
@@ -455,12 +425,10 @@ impl Aggregator<'_> {
                 Some(at) => at,
                 None => low,
             };
-            // A bounded run keeps the end its partition got when this run first assigned
-            // it; an end an earlier run reached is over, and a live run has none.
-            let end = match resume.and_then(|r| r.end_offset.map(|e| (e, r.next_offset))) {
-                _ if !self.cfg.until_end => None,
-                Some((e, next)) if next.is_none_or(|n| n < e) => Some(e),
-                _ => Some(high),
+            let end = match resume.and_then(|r| r.end_offset) {
+                Some(e) => Some(e),
+                None if self.cfg.until_end => Some(high),
+                None => None,
             };
             let mut point = match resume {
                 Some(r) => r.point().map_err(|error| DistributedError::Partials {
@@ -479,9 +447,7 @@ impl Aggregator<'_> {
                     engine,
                     position,
                     end,
-                    // As one process does: quiet time counts from the assignment, so a
-                    // partition that moves is not idle at once.
-                    last_record_ms: Some(wall_ms()),
+                    last_record_ms: None,
                     caught_up_ms: None,
                     moved: true,
                 },
@@ -547,18 +513,7 @@ impl Aggregator<'_> {
     }
 
     fn rewind(&mut self) -> Result<(), DistributedError> {
-        // The consumer's assignment, not `owned`: a rewind that failed half-way left
-        // `owned` short, and a partition missing there would be ignored for good.
-        let mut ps: Vec<u32> = match self.consumer.assignment() {
-            Ok(tpl) => tpl
-                .elements()
-                .iter()
-                .filter(|e| e.topic() == self.cfg.topic)
-                .map(|e| e.partition() as u32)
-                .collect(),
-            Err(_) => self.owned.keys().copied().collect(),
-        };
-        ps.sort_unstable();
+        let ps: Vec<u32> = self.owned.keys().copied().collect();
         self.owned.clear();
         self.intake.take_rejected();
         self.assign(&ps)?;
@@ -651,14 +606,10 @@ impl Aggregator<'_> {
                 let mut point = point;
                 point.state.next_offset = Some(o.position);
                 resumes.push((*p, Resume::of(&self.cfg.topic, *p, &point, o.end)));
+                offsets
+                    .add_partition_offset(&self.cfg.topic, *p as i32, Offset::Offset(o.position))
+                    .map_err(DistributedError::kafka(c, "listing the offsets"))?;
             }
-            // Every owned partition's offset, moved or not: the group checks the
-            // generation of the transaction's offsets, and a transaction without any
-            // (a progress refresh) would go unchecked, so a process that lost its
-            // partitions while paused could still commit their progress.
-            offsets
-                .add_partition_offset(&self.cfg.topic, *p as i32, Offset::Offset(o.position))
-                .map_err(DistributedError::kafka(c, "listing the offsets"))?;
         }
         let rejected = self.intake.take_rejected();
         let checkpoint = Body::Checkpoint(Checkpoint {
@@ -769,23 +720,9 @@ impl Aggregator<'_> {
                     .send_offsets_to_transaction(offsets, &meta, TXN_CALL_TIMEOUT)
                     .map_err(|e| fail("adding the input offsets to the transaction", e))?;
             }
-            // A commit that timed out may still complete: it is called again (nothing else
-            // is allowed meanwhile), and aborted only when Kafka says it must be.
-            let deadline = Instant::now() + c.timeout;
-            loop {
-                match self.producer.commit_transaction(TXN_CALL_TIMEOUT) {
-                    Ok(()) => return Ok(()),
-                    Err(KafkaError::Transaction(t))
-                        if t.is_retriable()
-                            && !t.txn_requires_abort()
-                            && Instant::now() < deadline =>
-                    {
-                        tracing::debug!("committing the transaction: {t}; again");
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                    Err(e) => return Err(fail("committing the transaction", e)),
-                }
-            }
+            self.producer
+                .commit_transaction(TXN_CALL_TIMEOUT)
+                .map_err(|e| fail("committing the transaction", e))
         };
         match attempt() {
             Ok(()) => Ok(()),
@@ -793,7 +730,7 @@ impl Aggregator<'_> {
                 // What was taken for this transaction is gone from memory: the caller
                 // reads the owned partitions again from what was committed, or stops.
                 // An abort that times out must be called again before anything else.
-                let deadline = Instant::now() + c.timeout;
+                let deadline = Instant::now() + 2 * c.timeout;
                 loop {
                     match self.producer.abort_transaction(Duration::from_secs(5)) {
                         Ok(()) => return Err(e),
@@ -801,7 +738,6 @@ impl Aggregator<'_> {
                             if t.is_retriable() && Instant::now() < deadline =>
                         {
                             tracing::debug!("aborting the transaction: {t}; again");
-                            std::thread::sleep(Duration::from_millis(200));
                         }
                         Err(abort) => {
                             tracing::warn!("the failed transaction cannot be aborted: {abort}");
