@@ -166,20 +166,29 @@ fn aggregates_and_merge_through_kills_rebalances_pauses_and_a_broker_restart() {
         (n.clone(), c)
     };
     signal(paused, libc::SIGSTOP);
+    // Its partitions as it last logged them; the wait is for another process to be given
+    // one of them, not for any rebalance.
+    let owned_by_paused = last_owned(&std::fs::read_to_string(s.log(&paused_name)).unwrap());
+    assert!(
+        !owned_by_paused.is_empty(),
+        "{paused_name} owned nothing when paused"
+    );
     let others: Vec<String> = aggs.iter().skip(1).map(|(n, _)| n.clone()).collect();
-    let before: usize = others
+    let seen: Vec<usize> = others
         .iter()
-        .map(|n| s.log_count(n, "partitions assigned"))
-        .sum();
+        .map(|n| std::fs::metadata(s.log(n)).unwrap().len() as usize)
+        .collect();
     wait_until(
         Duration::from_secs(120),
-        "the paused process's partitions reassigned",
+        "another process given a partition of the paused one",
         || {
-            others
-                .iter()
-                .map(|n| s.log_count(n, "partitions assigned"))
-                .sum::<usize>()
-                > before
+            others.iter().zip(&seen).any(|(n, from)| {
+                let log = std::fs::read_to_string(s.log(n)).unwrap_or_default();
+                log.get(*from..).unwrap_or_default().lines().any(|l| {
+                    l.contains("partitions assigned")
+                        && given(l).iter().any(|p| owned_by_paused.contains(p))
+                })
+            })
         },
     );
     // What it logs from here on is what it did after resuming.
@@ -403,4 +412,27 @@ fn the_merge_refuses_foreign_settings_and_unreadable_records() {
     let text = String::from_utf8_lossy(&missing.stderr);
     assert_eq!(missing.status.code(), Some(2), "{text}");
     assert!(text.contains("--group-id"), "{text}");
+}
+
+/// The partitions of the last `owned=[...]` of a log.
+fn last_owned(log: &str) -> Vec<u32> {
+    log.lines()
+        .rev()
+        .find_map(|l| l.split("owned=[").nth(1))
+        .map(|rest| numbers(rest.split(']').next().unwrap_or("")))
+        .unwrap_or_default()
+}
+
+/// The partitions of an assignment line's `partitions=[...]`.
+fn given(line: &str) -> Vec<u32> {
+    line.split("partitions=[")
+        .nth(1)
+        .map(|rest| numbers(rest.split(']').next().unwrap_or("")))
+        .unwrap_or_default()
+}
+
+fn numbers(list: &str) -> Vec<u32> {
+    list.split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect()
 }
