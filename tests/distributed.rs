@@ -43,7 +43,9 @@ impl Setup {
                 "-X",
                 "heartbeat.interval.ms=500",
             ])
-            .env("RUST_LOG", "info")
+            // Debug lines of the roles (transactions, rewinds, end checks): what a failure
+            // in CI needs to be understood.
+            .env("RUST_LOG", "info,retail_kpi::distributed=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.log(log_name)).unwrap());
         cmd
@@ -167,25 +169,26 @@ fn aggregates_and_merge_through_kills_rebalances_pauses_and_a_broker_restart() {
     };
     signal(paused, libc::SIGSTOP);
     // Its partitions as it last logged them; the wait is for another process to be given
-    // one of them, not for any rebalance.
-    let owned_by_paused = last_owned(&std::fs::read_to_string(s.log(&paused_name)).unwrap());
+    // one of them after that, not for any rebalance. (They may have moved already, before
+    // the pause: a process stuck in a slow commit can be dropped by the group.)
+    let paused_log = std::fs::read_to_string(s.log(&paused_name)).unwrap();
+    let owned_by_paused = last_owned(&paused_log);
     assert!(
         !owned_by_paused.is_empty(),
         "{paused_name} owned nothing when paused"
     );
+    let paused_since = last_assignment_time(&paused_log);
     let others: Vec<String> = aggs.iter().skip(1).map(|(n, _)| n.clone()).collect();
-    let seen: Vec<usize> = others
-        .iter()
-        .map(|n| std::fs::metadata(s.log(n)).unwrap().len() as usize)
-        .collect();
     wait_until(
         Duration::from_secs(120),
         "another process given a partition of the paused one",
         || {
-            others.iter().zip(&seen).any(|(n, from)| {
+            others.iter().any(|n| {
                 let log = std::fs::read_to_string(s.log(n)).unwrap_or_default();
-                log.get(*from..).unwrap_or_default().lines().any(|l| {
+                log.lines().any(|l| {
                     l.contains("partitions assigned")
+                        && l.get(..paused_since.len())
+                            .is_some_and(|t| t > paused_since.as_str())
                         && given(l).iter().any(|p| owned_by_paused.contains(p))
                 })
             })
@@ -216,9 +219,15 @@ fn aggregates_and_merge_through_kills_rebalances_pauses_and_a_broker_restart() {
             None => terminate(&mut child, &name),
         };
         let log = std::fs::read_to_string(s.log(&name)).unwrap_or_default();
+        // A transactional call of librdkafka that hangs while a coordinator moves ends the
+        // process (exit 5) for its supervisor to start again: allowed, and said.
+        let hung = code == Some(5) && log.contains("did not return within its timeout");
+        if hung {
+            eprintln!("{name}: a librdkafka call hung, the process exited 5 as designed");
+        }
         if name == paused_name {
             assert!(
-                code == Some(0) || (code == Some(5) && log.contains("fenced")),
+                code == Some(0) || hung || (code == Some(5) && log.contains("fenced")),
                 "{name}: exit {code:?}\n{log}"
             );
             // After resuming it learned that its partitions had moved: Kafka refused its
@@ -228,12 +237,16 @@ fn aggregates_and_merge_through_kills_rebalances_pauses_and_a_broker_restart() {
             let refused = after.contains("transaction aborted");
             let revoked = after.contains("partitions revoked");
             assert!(
-                refused || revoked || after.contains("fenced"),
+                refused || revoked || hung || after.contains("fenced"),
                 "{name} never noticed:\n{log}"
             );
-            eprintln!("the paused process: exit {code:?}, transaction refused: {refused}, partitions revoked: {revoked}");
+            let out_of_group = after.contains("out of the group");
+            if let Some(l) = after.lines().find(|l| l.contains("fenced")) {
+                eprintln!("the paused process: {l}");
+            }
+            eprintln!("the paused process: exit {code:?}, transaction refused: {refused}, partitions revoked: {revoked}, found itself out of the group before a transaction: {out_of_group}");
         } else {
-            assert_eq!(code, Some(0), "{name}:\n{log}");
+            assert!(code == Some(0) || hung, "{name}: exit {code:?}\n{log}");
         }
     }
     assert_eq!(
@@ -414,6 +427,117 @@ fn the_merge_refuses_foreign_settings_and_unreadable_records() {
     assert!(text.contains("--group-id"), "{text}");
 }
 
+/// A bounded distributed run over an input topic written in transactions ends, and counts
+/// neither the transaction markers nor the records of an aborted transaction. The last
+/// offset of such a partition is a commit marker, which no consumer receives as a record:
+/// an end check on the last record's offset never ended (regression). A second bounded
+/// run after more records were written reads them too.
+#[test]
+fn a_bounded_run_ends_on_a_transactional_input_topic() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = std::env::temp_dir().join(format!(
+        "retail-kpi-test-dist-txn-input-{}",
+        std::process::id()
+    ));
+    let c = Cluster::start(dir.join("kafka"), 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let st = owned_command(BIN)
+        .args(["produce", "--brokers", &c.bootstrap, "--topic", "plain"])
+        .args([
+            "--partitions",
+            "2",
+            "--count",
+            "1500",
+            "--event-rate",
+            "600",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let records = read_back(&c, "plain");
+
+    c.script(&["create-topic", "txn", "--partitions", "2"]);
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &c.bootstrap)
+        .set("transactional.id", "test-input-writer")
+        .create()
+        .unwrap();
+    let t = Duration::from_secs(30);
+    producer.init_transactions(t).unwrap();
+    let send = |r: &test_support::reference::RefRecord| {
+        let mut rec = BaseRecord::<(), [u8]>::to("txn")
+            .partition(r.partition as i32)
+            .payload(&r.value);
+        if let Some(ts) = r.timestamp_ms {
+            rec = rec.timestamp(ts);
+        }
+        producer.send(rec).map_err(|(e, _)| e).unwrap();
+    };
+    let write = |part: &[test_support::reference::RefRecord]| {
+        for chunk in part.chunks(400) {
+            producer.begin_transaction().unwrap();
+            chunk.iter().for_each(send);
+            producer.commit_transaction(t).unwrap();
+            // Records that must not count: the same invoices again, in a transaction that
+            // is aborted.
+            producer.begin_transaction().unwrap();
+            chunk.iter().take(50).for_each(send);
+            producer.flush(t).unwrap();
+            producer.abort_transaction(t).unwrap();
+        }
+    };
+    let role = |role: &str, log: &str| {
+        let mut cmd = owned_command(BIN);
+        cmd.args(["run", "--role", role, "--brokers", &c.bootstrap])
+            .args(["--partials-topic", "p-txn", "--metrics-addr", "off"])
+            .args(["--replication-factor", "1", "--min-insync-replicas", "1"])
+            .args(["--until", "end"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(tmp.path().join(log)).unwrap());
+        cmd
+    };
+    // Two bounded runs, the second after more was written: it reads to the topic's new
+    // end, not to the end the first one recorded (regression: a recorded end was reused).
+    let (first, second) = records.split_at(records.len() / 2);
+    for (i, part) in [first, second].into_iter().enumerate() {
+        write(part);
+        let log = format!("aggregate-{i}.log");
+        let mut agg = role("aggregate", &log)
+            .args(["--topic", "txn", "--group-id", "g-txn"])
+            .spawn()
+            .unwrap();
+        let code = exit_of(
+            &mut agg,
+            Duration::from_secs(120),
+            "a bounded aggregate process",
+        );
+        let text = std::fs::read_to_string(tmp.path().join(&log)).unwrap();
+        assert_eq!(code, Some(0), "{text}");
+    }
+
+    let out = tmp.path().join("out");
+    let mut merge = role("merge", "merge.log")
+        .arg("--close-at-end")
+        .arg("--out")
+        .arg(&out)
+        .arg("--state")
+        .arg(tmp.path().join("state"))
+        .spawn()
+        .unwrap();
+    let code = exit_of(&mut merge, Duration::from_secs(120), "the bounded merge");
+    let log = std::fs::read_to_string(tmp.path().join("merge.log")).unwrap();
+    assert_eq!(code, Some(0), "{log}");
+    let expected = reference(&records, &RefConfig::default());
+    let files = harness::kpi_files(&out);
+    assert!(!files.is_empty());
+    assert!(
+        files == expected.files,
+        "{}",
+        harness::diff(&files, &expected.files)
+    );
+}
+
 /// The partitions of the last `owned=[...]` of a log.
 fn last_owned(log: &str) -> Vec<u32> {
     log.lines()
@@ -421,6 +545,16 @@ fn last_owned(log: &str) -> Vec<u32> {
         .find_map(|l| l.split("owned=[").nth(1))
         .map(|rest| numbers(rest.split(']').next().unwrap_or("")))
         .unwrap_or_default()
+}
+
+/// The timestamp (RFC 3339, UTC: ordered as text) of the last `partitions assigned` line.
+fn last_assignment_time(log: &str) -> String {
+    log.lines()
+        .rev()
+        .find(|l| l.contains("partitions assigned"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The partitions of an assignment line's `partitions=[...]`.

@@ -40,6 +40,91 @@ const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// a pause that grows with the failures in a row.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
 
+/// A producer fenced sooner than this after it was made anew is not made again: two
+/// processes share its transactional id.
+const RENEW_AGAIN_AFTER: Duration = Duration::from_secs(60);
+
+/// Longest wait of one request made while taking partitions over; the request is made
+/// again until the take-over's own deadline, so that a stop request is seen in between.
+const ASK_AT_MOST: Duration = Duration::from_secs(5);
+
+/// How much longer than its own timeout a transactional call of librdkafka may take
+/// before the process gives up on it (see [`Watchdog`]).
+const HUNG_AFTER: Duration = Duration::from_secs(20);
+
+/// Ends the process when a transactional call of librdkafka does not return. Some do not
+/// honour their timeout: `send_offsets_to_transaction` waits without end while its group
+/// coordinator is down or moving (librdkafka issue 5456, open in the version this job
+/// links; seen here when a broker restarted under a process just resumed from a pause).
+/// The call holds the loop, so neither the stop request nor the give-up rule can act; a
+/// hung client cannot be repaired from outside. Exiting is safe: nothing of the open
+/// transaction is committed (the brokers abort it, or the next start with the same
+/// transactional id does), and a supervisor starts the process again.
+struct Watchdog {
+    armed: Arc<Mutex<Option<(Instant, &'static str)>>>,
+}
+
+impl Watchdog {
+    fn start() -> Result<Watchdog, DistributedError> {
+        let armed = Arc::new(Mutex::new(None::<(Instant, &'static str)>));
+        let weak = Arc::downgrade(&armed);
+        std::thread::Builder::new()
+            .name("txn-watchdog".into())
+            .spawn(move || {
+                // Ends with the aggregator.
+                while let Some(armed) = weak.upgrade() {
+                    let due = *armed.lock().unwrap_or_else(|p| p.into_inner());
+                    drop(armed);
+                    if let Some((_, what)) = due.filter(|(d, _)| Instant::now() > *d) {
+                        tracing::error!("the Kafka client's `{what}` did not return within its timeout plus {HUNG_AFTER:?} (a librdkafka defect when a coordinator is down or moving): the process exits (code 5) so that its supervisor starts it again; nothing of the open transaction is committed");
+                        std::process::exit(5);
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            })
+            .map_err(|e| DistributedError::Setup(format!("starting a thread: {e}")))?;
+        Ok(Watchdog { armed })
+    }
+
+    /// Runs `call`, a librdkafka call with timeout `limit`, under watch.
+    fn watch<T>(&self, what: &'static str, limit: Duration, call: impl FnOnce() -> T) -> T {
+        *self.armed.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now() + limit + HUNG_AFTER, what));
+        let out = call();
+        *self.armed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        out
+    }
+}
+
+/// The process's transactional producer, its transactions initialised: any transaction a
+/// previous producer with this id left open is aborted, and that producer fenced.
+fn transactional_producer(
+    cfg: &AggregateConfig,
+    watchdog: &Watchdog,
+) -> Result<ThreadedProducer<super::Quiet>, DistributedError> {
+    let c = &cfg.cluster;
+    let producer: ThreadedProducer<super::Quiet> = c
+        .client(&[
+            ("transactional.id", &cfg.transactional_id),
+            // A process killed inside a transaction holds the partials topic's readers and
+            // its partitions' next owner until the brokers abort it after this long.
+            ("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS),
+            ("compression.type", "lz4"),
+            ("message.max.bytes", "8388608"),
+        ])
+        .create_with_context(super::Quiet)
+        .map_err(DistributedError::kafka(
+            c,
+            "creating the transactional producer",
+        ))?;
+    watchdog
+        .watch("init_transactions", c.timeout, || {
+            producer.init_transactions(c.timeout)
+        })
+        .map_err(DistributedError::kafka(c, "initialising transactions"))?;
+    Ok(producer)
+}
+
 /// Settings of one aggregate process.
 #[derive(Debug, Clone)]
 pub struct AggregateConfig {
@@ -106,7 +191,10 @@ impl ClientContext for GroupContext {
         tracing::debug!(target: "librdkafka", "{fac}: {msg}");
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!("Kafka client: {error}: {reason}");
+        // The end of a partition is not an error (the poll loop gets it too).
+        if error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+            tracing::warn!("Kafka client: {error}: {reason}");
+        }
     }
 }
 
@@ -164,7 +252,10 @@ pub fn run(
             // A partition never committed starts at its beginning (SPEC §4: whatever
             // --start says, a partition new to the job is read from its first offset).
             ("auto.offset.reset", "earliest"),
-            ("enable.partition.eof", "false"),
+            // A bounded run's end: the last offset of a transactional input topic is a
+            // commit marker, never delivered as a record, so the end is known reached
+            // from this event, as in one process.
+            ("enable.partition.eof", "true"),
             // A member that stops polling (paused, stuck) holds a rebalance of the whole
             // group this long at most.
             ("max.poll.interval.ms", "60000"),
@@ -183,23 +274,8 @@ pub fn run(
     consumer
         .subscribe(&[&cfg.topic])
         .map_err(DistributedError::kafka(c, "subscribing to the input topic"))?;
-    let producer: ThreadedProducer<super::Quiet> = c
-        .client(&[
-            ("transactional.id", &cfg.transactional_id),
-            // A process killed inside a transaction holds the partials topic's readers and
-            // its partitions' next owner until the brokers abort it after this long.
-            ("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS),
-            ("compression.type", "lz4"),
-            ("message.max.bytes", "8388608"),
-        ])
-        .create_with_context(super::Quiet)
-        .map_err(DistributedError::kafka(
-            c,
-            "creating the transactional producer",
-        ))?;
-    producer
-        .init_transactions(c.timeout)
-        .map_err(DistributedError::kafka(c, "initialising transactions"))?;
+    let watchdog = Watchdog::start()?;
+    let producer = transactional_producer(cfg, &watchdog)?;
     let mut agg = Aggregator {
         cfg,
         consumer: &consumer,
@@ -212,6 +288,10 @@ pub fn run(
         last_progress: Instant::now(),
         failing_since: None,
         failures: 0,
+        renewed_at: None,
+        stop: stop.clone(),
+        out_of_group: false,
+        watchdog,
     };
     tracing::info!(group = %cfg.group_id, topic = %cfg.topic, partials = %c.partials_topic, id = %cfg.transactional_id, "aggregate process started");
     let mut last_txn = Instant::now();
@@ -234,6 +314,7 @@ pub fn run(
                         break;
                     }
                 }
+                Some(Err(KafkaError::PartitionEOF(p))) => agg.reached_end(p),
                 Some(Err(e)) => tracing::warn!("consumer: {e}"),
                 Some(Ok(m)) => {
                     polled += 1;
@@ -285,6 +366,13 @@ struct Aggregator<'a> {
     /// many times in a row.
     failing_since: Option<Instant>,
     failures: u32,
+    /// When the producer was last made anew after it was fenced.
+    renewed_at: Option<Instant>,
+    /// Set when the process is asked to stop; long waits look at it.
+    stop: Arc<AtomicBool>,
+    /// Whether the last transaction found the process out of its group.
+    out_of_group: bool,
+    watchdog: Watchdog,
 }
 
 impl Aggregator<'_> {
@@ -314,6 +402,18 @@ impl Aggregator<'_> {
         self.summary.records += 1;
     }
 
+    /// The consumer read partition `p` to the brokers' end as of now, which is at or past
+    /// the end a bounded run reads to: what lies between the last record and that end
+    /// (transaction markers, records of aborted transactions) is read too.
+    fn reached_end(&mut self, p: i32) {
+        if let Some(o) = self.owned.get_mut(&(p as u32)) {
+            if let Some(e) = o.end.filter(|&e| o.position < e) {
+                o.position = e;
+                o.moved = true;
+            }
+        }
+    }
+
     fn handle_events(&mut self) -> Result<(), DistributedError> {
         let ctx = self.consumer.context();
         if !ctx.pending.swap(false, Ordering::AcqRel) {
@@ -341,6 +441,72 @@ impl Aggregator<'_> {
         Ok(())
     }
 
+    /// The input topic's partitions the consumer is assigned, as librdkafka sees it; `None`
+    /// when it cannot say.
+    fn assigned(&self) -> Option<Vec<u32>> {
+        let tpl = self.consumer.assignment().ok()?;
+        let mut ps: Vec<u32> = tpl
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == self.cfg.topic)
+            .map(|e| e.partition() as u32)
+            .collect();
+        ps.sort_unstable();
+        ps.dedup();
+        Some(ps)
+    }
+
+    /// Makes the owned partitions those the consumer is assigned. The rebalance callbacks
+    /// say what changed, but an assignment librdkafka refused (rust-rdkafka calls the
+    /// post-rebalance hook whatever `incremental_assign` returned, for example for a
+    /// member whose assignment was lost meanwhile) is reported as made; a partition kept
+    /// here that the consumer does not fetch would have its stale offset committed with a
+    /// valid generation, and the group checks generations, not owners.
+    fn reconcile(&mut self) -> Result<(), DistributedError> {
+        let Some(assigned) = self.assigned() else {
+            return Ok(());
+        };
+        let stale: Vec<u32> = self
+            .owned
+            .keys()
+            .filter(|p| assigned.binary_search(p).is_err())
+            .copied()
+            .collect();
+        if !stale.is_empty() {
+            tracing::warn!(partitions = ?stale, "partitions the consumer is not assigned: dropped, with what was read of them since the last transaction");
+            for p in &stale {
+                self.owned.remove(p);
+                self.intake.forget_partition(*p);
+            }
+        }
+        let missing: Vec<u32> = assigned
+            .iter()
+            .filter(|p| !self.owned.contains_key(p))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            tracing::warn!(partitions = ?missing, "partitions the consumer is assigned but no rebalance reported: taken over from their committed offsets");
+            self.assign(&missing)?;
+            for p in &missing {
+                if let Some(o) = self.owned.get(p) {
+                    let c = &self.cfg.cluster;
+                    self.consumer
+                        .seek(
+                            &self.cfg.topic,
+                            *p as i32,
+                            Offset::Offset(o.position),
+                            c.timeout,
+                        )
+                        .map_err(DistributedError::kafka(
+                            c,
+                            format!("moving partition {p} to offset {}", o.position),
+                        ))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Takes partitions over from the offsets and resume records their last owner
     /// committed in one transaction; the two must agree.
     fn assign(&mut self, ps: &[u32]) -> Result<(), DistributedError> {
@@ -354,34 +520,65 @@ impl Aggregator<'_> {
             tpl.add_partition(topic, *p as i32);
         }
         // With read_committed, Kafka answers only once no transaction of a previous owner
-        // is pending on these offsets (KIP-447).
-        // ... which may take until a killed owner's transaction times out.
-        let wait = c.timeout
+        // is pending on these offsets (KIP-447), which may take until a killed owner's
+        // transaction times out: the whole take-over may take that long, but each request
+        // is short, so a stop request is seen within a few seconds whatever the brokers do.
+        let deadline = Instant::now()
+            + c.timeout
             + Duration::from_millis(2 * TRANSACTION_TIMEOUT_MS.parse::<u64>().unwrap_or(0));
-        let committed = retried(c.timeout, || {
-            self.consumer.committed_offsets(tpl.clone(), wait)
-        })
-        .map_err(DistributedError::kafka(c, "reading the committed offsets"))?;
-        let committed: BTreeMap<u32, Option<i64>> = committed
-            .elements()
-            .iter()
-            .map(|e| {
-                let off = match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                };
-                (e.partition() as u32, off)
-            })
-            .collect();
+        let stop = &self.stop;
+        let read_committed = || -> Result<Option<BTreeMap<u32, Option<i64>>>, DistributedError> {
+            let tpl = loop {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(None);
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.consumer.committed_offsets(
+                    tpl.clone(),
+                    left.clamp(Duration::from_millis(100), ASK_AT_MOST),
+                ) {
+                    Ok(tpl) => break tpl,
+                    Err(e) if !left.is_zero() => {
+                        tracing::debug!("reading the committed offsets failed ({e}); again");
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                    Err(e) => {
+                        return Err(DistributedError::kafka(c, "reading the committed offsets")(
+                            e,
+                        ))
+                    }
+                }
+            };
+            Ok(Some(
+                tpl.elements()
+                    .iter()
+                    .map(|e| {
+                        let off = match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        };
+                        (e.partition() as u32, off)
+                    })
+                    .collect(),
+            ))
+        };
         self.partition_count = self.topic_partitions()?;
-        let deadline = Instant::now() + c.timeout;
-        let resumes = loop {
+        // Both are read again until they agree: a transaction of another owner that commits
+        // between the two reads (a process taking back partitions it is about to lose)
+        // shows the offsets of one transaction and the resume records of the next.
+        let (committed, resumes) = loop {
+            let Some(committed) = read_committed()? else {
+                // Leaving anyway: the partitions go to another process, which reads them
+                // from what was committed.
+                tracing::info!(partitions = ?ps, "stop requested while taking partitions over: not taken");
+                return Ok(());
+            };
             let resumes = read_resumes(c, topic)?;
             let agree = ps.iter().all(|p| {
                 committed.get(p).copied().flatten() == resumes.get(p).and_then(|r| r.next_offset)
             });
             if agree {
-                break resumes;
+                break (committed, resumes);
             }
             // A transaction of another process may still hold the progress topic's end.
             if Instant::now() >= deadline {
@@ -425,10 +622,13 @@ impl Aggregator<'_> {
                 Some(at) => at,
                 None => low,
             };
-            let end = match resume.and_then(|r| r.end_offset) {
-                Some(e) => Some(e),
-                None if self.cfg.until_end => Some(high),
-                None => None,
+            // A bounded run keeps the end its partition got when a bounded run first
+            // assigned it, until that end is reached; an end an earlier run reached is
+            // over (a new bounded run reads to today's end), and a live run has none.
+            let end = match resume.and_then(|r| r.end_offset.map(|e| (e, r.next_offset))) {
+                _ if !self.cfg.until_end => None,
+                Some((e, next)) if next.is_none_or(|n| n < e) => Some(e),
+                _ => Some(high),
             };
             let mut point = match resume {
                 Some(r) => r.point().map_err(|error| DistributedError::Partials {
@@ -447,7 +647,9 @@ impl Aggregator<'_> {
                     engine,
                     position,
                     end,
-                    last_record_ms: None,
+                    // As one process does: quiet time counts from the assignment, so a
+                    // partition that moves is not idle at its new owner at once.
+                    last_record_ms: Some(wall_ms()),
                     caught_up_ms: None,
                     moved: true,
                 },
@@ -507,15 +709,48 @@ impl Aggregator<'_> {
                         return Ok(());
                     }
                 }
+                // The brokers abort a transaction left open past `transaction.timeout.ms`
+                // (the process paused or cut off meanwhile) and fence its producer, as they
+                // do when another process starts with the same transactional id. A new
+                // producer with the id fences the other one in turn: if this one is fenced
+                // again soon after, two processes share the id, and it stops.
+                Err(DistributedError::Fenced(why))
+                    if self
+                        .renewed_at
+                        .is_none_or(|t| t.elapsed() >= RENEW_AGAIN_AFTER) =>
+                {
+                    tracing::warn!("the producer was fenced ({why}): its transaction was aborted by the brokers; a new producer with the same transactional id, and the owned partitions read again from their last committed offsets");
+                    self.producer = transactional_producer(self.cfg, &self.watchdog)?;
+                    self.renewed_at = Some(Instant::now());
+                    result = self.rewind();
+                    if result.is_ok() {
+                        return Ok(());
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
     }
 
     fn rewind(&mut self) -> Result<(), DistributedError> {
-        let ps: Vec<u32> = self.owned.keys().copied().collect();
         self.owned.clear();
         self.intake.take_rejected();
+        if self.consumer.assignment_lost() || !in_group(self.consumer) {
+            // Out of the group (a session that ended while the process was paused or cut
+            // off): its partitions are being handed to others, who commit them meanwhile;
+            // nothing is taken back. The next poll revokes them and joins again, and what
+            // the consumer is still assigned then is taken over by `reconcile`.
+            tracing::info!(
+                "out of the group: every partition dropped until the group assigns them again"
+            );
+            return Ok(());
+        }
+        // The consumer's assignment, not `owned`: a rewind that failed half-way left
+        // `owned` short, and a partition missing there would be ignored for good.
+        let Some(ps) = self.assigned() else {
+            // `reconcile` takes the assignment over at the next transaction.
+            return Ok(());
+        };
         self.assign(&ps)?;
         let c = &self.cfg.cluster;
         for (p, o) in &self.owned {
@@ -570,6 +805,19 @@ impl Aggregator<'_> {
     /// something moved, or (`force`, and every third of the idle timeout) to refresh the
     /// progress of quiet partitions.
     fn transaction(&mut self, force: bool) -> Result<(), DistributedError> {
+        if self.consumer.assignment_lost() || !in_group(self.consumer) {
+            // The group went on without this process (a pause, a session that timed out),
+            // or it has not joined yet: nothing is committed; the next poll revokes the
+            // partitions, and what was read of them since the last transaction is dropped
+            // with them. Said once per episode, and only when there was something to lose.
+            if !self.out_of_group && !self.owned.is_empty() {
+                tracing::warn!("this process is out of the group (its session ended) and its partitions are lost to it: nothing committed; it joins again");
+            }
+            self.out_of_group = true;
+            return Ok(());
+        }
+        self.out_of_group = false;
+        self.reconcile()?;
         self.confirm_caught_up();
         let refresh = self.last_progress.elapsed() >= self.cfg.idle_timeout / 3;
         let moved = self.owned.values().any(|o| o.moved);
@@ -606,10 +854,16 @@ impl Aggregator<'_> {
                 let mut point = point;
                 point.state.next_offset = Some(o.position);
                 resumes.push((*p, Resume::of(&self.cfg.topic, *p, &point, o.end)));
-                offsets
-                    .add_partition_offset(&self.cfg.topic, *p as i32, Offset::Offset(o.position))
-                    .map_err(DistributedError::kafka(c, "listing the offsets"))?;
             }
+            // Every owned partition's offset, moved or not: the group checks the
+            // generation of a transaction's offsets, and a transaction without any (a
+            // progress refresh) would go unchecked, so a process that lost its partitions
+            // while paused could still commit their progress. (`reconcile` made sure that
+            // the consumer owns each of them: the group checks the generation, not who
+            // owns a partition.)
+            offsets
+                .add_partition_offset(&self.cfg.topic, *p as i32, Offset::Offset(o.position))
+                .map_err(DistributedError::kafka(c, "listing the offsets"))?;
         }
         let rejected = self.intake.take_rejected();
         let checkpoint = Body::Checkpoint(Checkpoint {
@@ -695,6 +949,7 @@ impl Aggregator<'_> {
                     rec = rec.key(k);
                 }
                 let mut rec = rec;
+                let full_since = Instant::now();
                 loop {
                     match self.producer.send(rec) {
                         Ok(()) => break,
@@ -703,8 +958,10 @@ impl Aggregator<'_> {
                                 rdkafka::types::RDKafkaErrorCode::QueueFull,
                             ),
                             back,
-                        )) => {
-                            // The producer's own thread delivers; wait for room.
+                        )) if full_since.elapsed() < TXN_CALL_TIMEOUT => {
+                            // The producer's own thread delivers; wait for room. A queue
+                            // that stays full (the brokers gone) fails the transaction,
+                            // which is aborted and rewound like any other.
                             std::thread::sleep(Duration::from_millis(10));
                             rec = back;
                         }
@@ -716,13 +973,44 @@ impl Aggregator<'_> {
                 let meta = self.consumer.group_metadata().ok_or_else(|| {
                     DistributedError::Fenced("the consumer is not in the group".into())
                 })?;
-                self.producer
-                    .send_offsets_to_transaction(offsets, &meta, TXN_CALL_TIMEOUT)
+                // Checked after `meta` was taken: a member id, once lost, comes back only
+                // when the process joins again, which needs a poll.
+                if !in_group(self.consumer) {
+                    return Err(fail(
+                        "this process left the group while committing (its session ended)",
+                        KafkaError::ConsumerCommit(
+                            rdkafka::types::RDKafkaErrorCode::UnknownMemberId,
+                        ),
+                    ));
+                }
+                self.watchdog
+                    .watch("send_offsets_to_transaction", TXN_CALL_TIMEOUT, || {
+                        self.producer
+                            .send_offsets_to_transaction(offsets, &meta, TXN_CALL_TIMEOUT)
+                    })
                     .map_err(|e| fail("adding the input offsets to the transaction", e))?;
             }
-            self.producer
-                .commit_transaction(TXN_CALL_TIMEOUT)
-                .map_err(|e| fail("committing the transaction", e))
+            // A commit that timed out goes on in the background and may still complete:
+            // librdkafka wants it called again (nothing else is allowed meanwhile), and
+            // aborted only when it says the transaction requires it.
+            let deadline = Instant::now() + c.timeout;
+            loop {
+                match self
+                    .watchdog
+                    .watch("commit_transaction", TXN_CALL_TIMEOUT, || {
+                        self.producer.commit_transaction(TXN_CALL_TIMEOUT)
+                    }) {
+                    Ok(()) => return Ok(()),
+                    Err(KafkaError::Transaction(t))
+                        if t.is_retriable()
+                            && !t.txn_requires_abort()
+                            && Instant::now() < deadline =>
+                    {
+                        tracing::debug!("committing the transaction: {t}; again");
+                    }
+                    Err(e) => return Err(fail("committing the transaction", e)),
+                }
+            }
         };
         match attempt() {
             Ok(()) => Ok(()),
@@ -732,7 +1020,10 @@ impl Aggregator<'_> {
                 // An abort that times out must be called again before anything else.
                 let deadline = Instant::now() + 2 * c.timeout;
                 loop {
-                    match self.producer.abort_transaction(Duration::from_secs(5)) {
+                    let t = Duration::from_secs(5);
+                    match self.watchdog.watch("abort_transaction", t, || {
+                        self.producer.abort_transaction(t)
+                    }) {
                         Ok(()) => return Err(e),
                         Err(KafkaError::Transaction(t))
                             if t.is_retriable() && Instant::now() < deadline =>
@@ -835,6 +1126,32 @@ fn retried<T>(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Whether the consumer is a member of its group now: it has a member id and a
+/// generation. The group coordinator checks the member id and generation of a
+/// transaction's offsets, but takes offsets sent with no member id and generation -1 as
+/// those of a client outside any group, and commits them unchecked. librdkafka's group
+/// metadata is exactly that between the moment a session ends (a process paused past its
+/// session timeout, cut off from the coordinator) and the moment the application serves
+/// the revocation of the lost partitions; a transaction sent then would commit the stale
+/// offsets of partitions that moved.
+fn in_group(consumer: &BaseConsumer<GroupContext>) -> bool {
+    use rdkafka::bindings as rd;
+    let rk = consumer.client().native_ptr();
+    // SAFETY: `rk` is the live handle of `consumer`, borrowed for this call; the metadata
+    // is a copy this function owns and frees, and its member id is read before that.
+    unsafe {
+        let md = rd::rd_kafka_consumer_group_metadata(rk);
+        if md.is_null() {
+            return false;
+        }
+        let member = rd::rd_kafka_consumer_group_metadata_member_id(md);
+        let has_member = !member.is_null() && *member != 0;
+        let generation = rd::rd_kafka_consumer_group_metadata_generation_id(md);
+        rd::rd_kafka_consumer_group_metadata_destroy(md);
+        has_member && generation >= 0
     }
 }
 

@@ -100,11 +100,9 @@ pub fn run(
         .create_with_context(super::Quiet)
         .map_err(DistributedError::kafka(c, "creating the partials consumer"))?;
     let mut tpl = TopicPartitionList::new();
-    let start = if pos.next_offset == 0 {
-        Offset::Beginning
-    } else {
-        Offset::Offset(pos.next_offset)
-    };
+    // An explicit offset, 0 for a new merge: a start the brokers no longer have (the
+    // topic's first records deleted) is an error, never a silent later start.
+    let start = Offset::Offset(pos.next_offset);
     tpl.add_partition_offset(&c.partials_topic, 0, start)
         .map_err(DistributedError::kafka(c, "assigning the partials topic"))?;
     consumer
@@ -136,7 +134,16 @@ pub fn run(
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(e)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange) => {
+                // With auto.offset.reset=error librdkafka reports _AUTO_OFFSET_RESET.
+                Some(Err(e))
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange
+                                | rdkafka::types::RDKafkaErrorCode::AutoOffsetReset
+                        )
+                    ) =>
+                {
                     return Err(DistributedError::Inconsistent(format!(
                         "offset {} of the partials topic `{}` is gone (retention, or the topic was created again): the merge cannot know what it missed. Start the group, the partials topics and the merge anew, with a longer retention.ms on the partials topic",
                         pos.next_offset, c.partials_topic
@@ -258,6 +265,10 @@ fn apply(
         Some(_) => {}
     }
     run.engine.assign(0..cp.partition_count);
+    // The counts first: a window found closed moves its invoices from accepted to
+    // window_closed.
+    run.engine
+        .add_counts(&cp.counts.counts().map_err(Applied::Format)?);
     for w in &cp.windows {
         let agg = w.window().map_err(Applied::Format)?;
         if let Err(n) = run.engine.merge_window(w.start, &agg) {
@@ -289,8 +300,6 @@ fn apply(
             },
         );
     }
-    run.engine
-        .add_counts(&cp.counts.counts().map_err(Applied::Format)?);
     Ok(())
 }
 

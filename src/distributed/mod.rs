@@ -135,7 +135,7 @@ pub enum DistributedError {
         brokers: String,
         error: Box<rdkafka::error::KafkaError>,
     },
-    #[error("this process was fenced ({0}): another process started with its transactional id (--transactional-id) while it was stopped or cut off, and Kafka refused its transaction, so it wrote nothing. Give each process its own transactional id; restart this one to join the group again")]
+    #[error("this process was fenced ({0}): another process runs with its transactional id (--transactional-id), or started with it while this one was stopped or cut off, and Kafka refused its transaction, so it wrote nothing. Give each process its own transactional id; restart this one to join the group again")]
     Fenced(String),
     #[error("the partials topic `{topic}` holds a record at offset {offset} that this merge cannot read: {error}. It is this job's own data and is never skipped: check which build wrote it (the aggregate processes' version), upgrade the merge if it is older, and restart")]
     Partials {

@@ -35,8 +35,10 @@ pub const VERSION: u32 = 1;
 /// The oldest version this build reads.
 pub const OLDEST_READ: u32 = 1;
 
-/// Rejected records per `rejected` record: well under Kafka's default 1 MB message size
-/// even with raw bytes of 64 KiB each, written as hex.
+/// Rejected records per `rejected` record. A rejected record keeps its whole raw bytes
+/// (up to `--max-record-bytes`, 1 MiB by default; 64 KiB of a too-large one), twice that
+/// as hex: three stay under the partials topic's 8 MiB `max.message.bytes` with the default
+/// limit, not with a limit raised past about 1.3 MiB (README "Running on several machines").
 pub const REJECTED_PER_RECORD: usize = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -36,12 +36,20 @@ pub fn ensure(cfg: &ClusterConfig) -> Result<(), DistributedError> {
         .enable_all()
         .build()
         .map_err(|e| DistributedError::Setup(format!("cannot start a runtime: {e}")))?;
-    let res = rt
-        .block_on(admin.create_topics(
-            [&partials, &progress],
-            &AdminOptions::new().operation_timeout(Some(cfg.timeout)),
-        ))
-        .map_err(DistributedError::kafka(cfg, "creating the partials topics"))?;
+    // A broker restarting answers with a transport error for a few seconds: asked again
+    // until the connect timeout, so a process started meanwhile does not stop.
+    let deadline = std::time::Instant::now() + cfg.timeout;
+    let res = loop {
+        let opts = AdminOptions::new().operation_timeout(Some(cfg.timeout));
+        match rt.block_on(admin.create_topics([&partials, &progress], &opts)) {
+            Ok(r) => break r,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::debug!("creating the partials topics: {e}; again");
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            Err(e) => return Err(DistributedError::kafka(cfg, "creating the partials topics")(e)),
+        }
+    };
     for r in res {
         match r {
             Ok(t) => tracing::info!(topic = %t, replication = cfg.replication_factor, "topic created"),

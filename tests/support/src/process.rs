@@ -47,11 +47,35 @@ pub fn wait_deadline(child: &mut Child, limit: Duration, what: &str) -> ExitStat
             return st;
         }
         if Instant::now() > deadline {
+            let stacks = stacks_of(child.id());
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{what} did not finish within {limit:?}");
+            panic!("{what} did not finish within {limit:?}{stacks}");
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The threads' stacks of a stuck process, when gdb is installed (it is not in CI unless
+/// added): where it hangs is what such a failure needs. Empty otherwise.
+fn stacks_of(pid: u32) -> String {
+    let out = Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt 30",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => format!(
+            "\nstacks of process {pid}:\n{}",
+            String::from_utf8_lossy(&o.stdout)
+        ),
+        _ => String::new(),
     }
 }
 
