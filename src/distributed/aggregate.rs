@@ -8,6 +8,9 @@
 use super::partials::{
     self, Body, Checkpoint, CountsJson, Progress, RejectedChunk, RejectedJson, Resume, WindowSums,
 };
+use super::txn::{
+    in_group, transactional_producer, Watchdog, TRANSACTION_TIMEOUT_MS, TXN_CALL_TIMEOUT,
+};
 use super::{ClusterConfig, DistributedError};
 use crate::aggregate::partial::WindowAgg;
 use crate::aggregate::roles::ResumePoint;
@@ -27,14 +30,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// `transaction.timeout.ms` (a property given with -X wins).
-const TRANSACTION_TIMEOUT_MS: &str = "10000";
-
-/// Longest wait of one transaction call. Short: while the loop waits here it does not
-/// poll the consumer, so it cannot take part in a rebalance, and a rebalance in progress is
-/// what makes the group's offset commit wait. A call that runs out aborts and rewinds.
-const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How long transactions may keep failing (brokers restarting, a coordinator moving)
 /// before the process gives up; each failure rewinds to the last committed state, after
 /// a pause that grows with the failures in a row.
@@ -47,83 +42,6 @@ const RENEW_AGAIN_AFTER: Duration = Duration::from_secs(60);
 /// Longest wait of one request made while taking partitions over; the request is made
 /// again until the take-over's own deadline, so that a stop request is seen in between.
 const ASK_AT_MOST: Duration = Duration::from_secs(5);
-
-/// How much longer than its own timeout a transactional call of librdkafka may take
-/// before the process gives up on it (see [`Watchdog`]).
-const HUNG_AFTER: Duration = Duration::from_secs(20);
-
-/// Ends the process when a transactional call of librdkafka does not return. Some do not
-/// honour their timeout: `send_offsets_to_transaction` waits without end while its group
-/// coordinator is down or moving (librdkafka issue 5456, open in the version this job
-/// links; seen here when a broker restarted under a process just resumed from a pause).
-/// The call holds the loop, so neither the stop request nor the give-up rule can act; a
-/// hung client cannot be repaired from outside. Exiting is safe: nothing of the open
-/// transaction is committed (the brokers abort it, or the next start with the same
-/// transactional id does), and a supervisor starts the process again.
-struct Watchdog {
-    armed: Arc<Mutex<Option<(Instant, &'static str)>>>,
-}
-
-impl Watchdog {
-    fn start() -> Result<Watchdog, DistributedError> {
-        let armed = Arc::new(Mutex::new(None::<(Instant, &'static str)>));
-        let weak = Arc::downgrade(&armed);
-        std::thread::Builder::new()
-            .name("txn-watchdog".into())
-            .spawn(move || {
-                // Ends with the aggregator.
-                while let Some(armed) = weak.upgrade() {
-                    let due = *armed.lock().unwrap_or_else(|p| p.into_inner());
-                    drop(armed);
-                    if let Some((_, what)) = due.filter(|(d, _)| Instant::now() > *d) {
-                        tracing::error!("the Kafka client's `{what}` did not return within its timeout plus {HUNG_AFTER:?} (a librdkafka defect when a coordinator is down or moving): the process exits (code 5) so that its supervisor starts it again; nothing of the open transaction is committed");
-                        std::process::exit(5);
-                    }
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            })
-            .map_err(|e| DistributedError::Setup(format!("starting a thread: {e}")))?;
-        Ok(Watchdog { armed })
-    }
-
-    /// Runs `call`, a librdkafka call with timeout `limit`, under watch.
-    fn watch<T>(&self, what: &'static str, limit: Duration, call: impl FnOnce() -> T) -> T {
-        *self.armed.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now() + limit + HUNG_AFTER, what));
-        let out = call();
-        *self.armed.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        out
-    }
-}
-
-/// The process's transactional producer, its transactions initialised: any transaction a
-/// previous producer with this id left open is aborted, and that producer fenced.
-fn transactional_producer(
-    cfg: &AggregateConfig,
-    watchdog: &Watchdog,
-) -> Result<ThreadedProducer<super::Quiet>, DistributedError> {
-    let c = &cfg.cluster;
-    let producer: ThreadedProducer<super::Quiet> = c
-        .client(&[
-            ("transactional.id", &cfg.transactional_id),
-            // A process killed inside a transaction holds the partials topic's readers and
-            // its partitions' next owner until the brokers abort it after this long.
-            ("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS),
-            ("compression.type", "lz4"),
-            ("message.max.bytes", "8388608"),
-        ])
-        .create_with_context(super::Quiet)
-        .map_err(DistributedError::kafka(
-            c,
-            "creating the transactional producer",
-        ))?;
-    watchdog
-        .watch("init_transactions", c.timeout, || {
-            producer.init_transactions(c.timeout)
-        })
-        .map_err(DistributedError::kafka(c, "initialising transactions"))?;
-    Ok(producer)
-}
 
 /// Settings of one aggregate process.
 #[derive(Debug, Clone)]
@@ -275,7 +193,7 @@ pub fn run(
         .subscribe(&[&cfg.topic])
         .map_err(DistributedError::kafka(c, "subscribing to the input topic"))?;
     let watchdog = Watchdog::start()?;
-    let producer = transactional_producer(cfg, &watchdog)?;
+    let producer = transactional_producer(&cfg.cluster, &cfg.transactional_id, &watchdog)?;
     let mut agg = Aggregator {
         cfg,
         consumer: &consumer,
@@ -486,22 +404,29 @@ impl Aggregator<'_> {
             .collect();
         if !missing.is_empty() {
             tracing::warn!(partitions = ?missing, "partitions the consumer is assigned but no rebalance reported: taken over from their committed offsets");
-            self.assign(&missing)?;
-            for p in &missing {
-                if let Some(o) = self.owned.get(p) {
-                    let c = &self.cfg.cluster;
-                    self.consumer
-                        .seek(
-                            &self.cfg.topic,
-                            *p as i32,
-                            Offset::Offset(o.position),
-                            c.timeout,
-                        )
-                        .map_err(DistributedError::kafka(
-                            c,
-                            format!("moving partition {p} to offset {}", o.position),
-                        ))?;
-                }
+            self.take_over(&missing)?;
+        }
+        Ok(())
+    }
+
+    /// Takes partitions over (`assign`) and moves the consumer to their committed
+    /// positions, for partitions it may have fetched past them.
+    fn take_over(&mut self, ps: &[u32]) -> Result<(), DistributedError> {
+        self.assign(ps)?;
+        let c = &self.cfg.cluster;
+        for p in ps {
+            if let Some(o) = self.owned.get(p) {
+                self.consumer
+                    .seek(
+                        &self.cfg.topic,
+                        *p as i32,
+                        Offset::Offset(o.position),
+                        c.timeout,
+                    )
+                    .map_err(DistributedError::kafka(
+                        c,
+                        format!("moving partition {p} to offset {}", o.position),
+                    ))?;
             }
         }
         Ok(())
@@ -720,7 +645,11 @@ impl Aggregator<'_> {
                         .is_none_or(|t| t.elapsed() >= RENEW_AGAIN_AFTER) =>
                 {
                     tracing::warn!("the producer was fenced ({why}): its transaction was aborted by the brokers; a new producer with the same transactional id, and the owned partitions read again from their last committed offsets");
-                    self.producer = transactional_producer(self.cfg, &self.watchdog)?;
+                    self.producer = transactional_producer(
+                        &self.cfg.cluster,
+                        &self.cfg.transactional_id,
+                        &self.watchdog,
+                    )?;
                     self.renewed_at = Some(Instant::now());
                     result = self.rewind();
                     if result.is_ok() {
@@ -751,22 +680,7 @@ impl Aggregator<'_> {
             // `reconcile` takes the assignment over at the next transaction.
             return Ok(());
         };
-        self.assign(&ps)?;
-        let c = &self.cfg.cluster;
-        for (p, o) in &self.owned {
-            self.consumer
-                .seek(
-                    &self.cfg.topic,
-                    *p as i32,
-                    Offset::Offset(o.position),
-                    c.timeout,
-                )
-                .map_err(DistributedError::kafka(
-                    c,
-                    format!("moving partition {p} back to offset {}", o.position),
-                ))?;
-        }
-        Ok(())
+        self.take_over(&ps)
     }
 
     /// Whether every owned partition is read to its end offset (a bounded run).
@@ -1126,32 +1040,6 @@ fn retried<T>(
             }
             Err(e) => return Err(e),
         }
-    }
-}
-
-/// Whether the consumer is a member of its group now: it has a member id and a
-/// generation. The group coordinator checks the member id and generation of a
-/// transaction's offsets, but takes offsets sent with no member id and generation -1 as
-/// those of a client outside any group, and commits them unchecked. librdkafka's group
-/// metadata is exactly that between the moment a session ends (a process paused past its
-/// session timeout, cut off from the coordinator) and the moment the application serves
-/// the revocation of the lost partitions; a transaction sent then would commit the stale
-/// offsets of partitions that moved.
-fn in_group(consumer: &BaseConsumer<GroupContext>) -> bool {
-    use rdkafka::bindings as rd;
-    let rk = consumer.client().native_ptr();
-    // SAFETY: `rk` is the live handle of `consumer`, borrowed for this call; the metadata
-    // is a copy this function owns and frees, and its member id is read before that.
-    unsafe {
-        let md = rd::rd_kafka_consumer_group_metadata(rk);
-        if md.is_null() {
-            return false;
-        }
-        let member = rd::rd_kafka_consumer_group_metadata_member_id(md);
-        let has_member = !member.is_null() && *member != 0;
-        let generation = rd::rd_kafka_consumer_group_metadata_generation_id(md);
-        rd::rd_kafka_consumer_group_metadata_destroy(md);
-        has_member && generation >= 0
     }
 }
 

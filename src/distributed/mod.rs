@@ -16,12 +16,14 @@
 //! ```
 //!
 //! `partials.rs` is the record format, `topics.rs` creates the two topics,
-//! `aggregate.rs` and `merge.rs` are the two loops.
+//! `aggregate.rs` and `merge.rs` are the two loops, `txn.rs` the aggregate's transactional
+//! producer and the guards around it.
 
 pub mod aggregate;
 pub mod merge;
 pub mod partials;
 pub mod topics;
+mod txn;
 
 use crate::job::JobError;
 use rdkafka::config::ClientConfig;
