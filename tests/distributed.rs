@@ -163,6 +163,20 @@ fn aggregates_and_merge_through_kills_rebalances_pauses_and_a_broker_restart() {
 
     // 4. SIGSTOP one aggregate process past the session timeout: its partitions move; when
     //    it resumes it must be fenced or give them up, and write nothing for them.
+    //    The one paused is one that owns partitions (cooperative-sticky may leave a
+    //    process with none), moved to the front.
+    let mut owner = None;
+    wait_until(
+        Duration::from_secs(60),
+        "an aggregate process that owns partitions",
+        || {
+            owner = aggs.iter().position(|(n, _)| {
+                !last_owned(&std::fs::read_to_string(s.log(n)).unwrap_or_default()).is_empty()
+            });
+            owner.is_some()
+        },
+    );
+    aggs.swap(0, owner.unwrap());
     let (paused_name, paused) = {
         let (n, c) = &aggs[0];
         (n.clone(), c)
