@@ -342,26 +342,7 @@ fn aggregates_and_merge_through_kills_rebalances_pauses_and_a_broker_restart() {
 #[test]
 fn the_merge_refuses_foreign_settings_and_unreadable_records() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let dir = std::env::temp_dir().join(format!(
-        "retail-kpi-test-dist-refuse-{}",
-        std::process::id()
-    ));
-    let c = Cluster::start(dir.join("kafka"), 1);
-    let tmp = tempfile::tempdir().unwrap();
-    let st = owned_command(BIN)
-        .args(["produce", "--brokers", &c.bootstrap, "--topic", "small"])
-        .args([
-            "--partitions",
-            "2",
-            "--count",
-            "2000",
-            "--event-rate",
-            "600",
-        ])
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let (c, tmp) = one_broker_with("retail-kpi-test-dist-refuse", "small", 2000);
     let role = |role: &str, partials: &str| {
         let mut cmd = owned_command(BIN);
         cmd.args(["run", "--role", role, "--brokers", &c.bootstrap])
@@ -449,26 +430,7 @@ fn the_merge_refuses_foreign_settings_and_unreadable_records() {
 #[test]
 fn a_bounded_run_ends_on_a_transactional_input_topic() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let dir = std::env::temp_dir().join(format!(
-        "retail-kpi-test-dist-txn-input-{}",
-        std::process::id()
-    ));
-    let c = Cluster::start(dir.join("kafka"), 1);
-    let tmp = tempfile::tempdir().unwrap();
-    let st = owned_command(BIN)
-        .args(["produce", "--brokers", &c.bootstrap, "--topic", "plain"])
-        .args([
-            "--partitions",
-            "2",
-            "--count",
-            "1500",
-            "--event-rate",
-            "600",
-        ])
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let (c, tmp) = one_broker_with("retail-kpi-test-dist-txn-input", "plain", 1500);
     let records = read_back(&c, "plain");
 
     c.script(&["create-topic", "txn", "--partitions", "2"]);
@@ -550,6 +512,22 @@ fn a_bounded_run_ends_on_a_transactional_input_topic() {
         "{}",
         harness::diff(&files, &expected.files)
     );
+}
+
+/// A one-broker cluster whose topic `topic` holds `count` invoices over 2 partitions, and a
+/// folder for the run.
+fn one_broker_with(name: &str, topic: &str, count: u32) -> (Cluster, tempfile::TempDir) {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let c = Cluster::start(dir.join("kafka"), 1);
+    let st = owned_command(BIN)
+        .args(["produce", "--brokers", &c.bootstrap, "--topic", topic])
+        .args(["--partitions", "2", "--count", &count.to_string()])
+        .args(["--event-rate", "600"])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    (c, tempfile::tempdir().unwrap())
 }
 
 /// The partitions of the last `owned=[...]` of a log.
