@@ -59,16 +59,21 @@ impl Money {
         Self::parse_price_general(text)
     }
 
-    /// The common case without allocation: `D{1,10}[.D{1,4}]`, no sign, no exponent.
+    /// The common case without allocation: `D{1,10}[.D{1,4}0*]`, no sign, no exponent.
     /// Anything else (or above the limit) goes to the general parser, which knows why.
     #[inline]
-    fn parse_plain_price(b: &[u8]) -> Option<Money> {
+    pub(crate) fn parse_plain_price(b: &[u8]) -> Option<Money> {
         let dot = b.iter().position(|&c| c == b'.').unwrap_or(b.len());
         let (int, frac) = (&b[..dot], b.get(dot + 1..).unwrap_or(&[]));
-        if int.is_empty() || int.len() > 10 || frac.len() > 4 || (dot < b.len() && frac.is_empty())
-        {
+        if int.is_empty() || (dot < b.len() && frac.is_empty()) || int.len() > 10 {
             return None;
         }
+        // Places beyond the fourth are fine when they are zeros (`2.75000`).
+        let frac = match frac.split_at_checked(4) {
+            Some((four, rest)) if rest.iter().all(|&c| c == b'0') => four,
+            Some(_) => return None,
+            None => frac,
+        };
         if int.len() > 1 && int[0] == b'0' {
             return None; // not JSON; let the general parser refuse it
         }
@@ -295,17 +300,24 @@ mod tests {
             "1000000000.0001",
             "0.1",
             "10.01",
+            "2.75000",
+            "2.7500000000",
+            "1000000000.00000",
+            "1000000000.00001",
         ] {
             assert_eq!(Money::parse_price(t), Money::parse_price_general(t), "{t}");
         }
         assert_eq!(Money::parse_plain_price(b"1000000000.0001"), None);
         assert_eq!(Money::parse_plain_price(b"1.12345"), None);
         assert_eq!(Money::parse_plain_price(b"-1"), None);
+        // Zeros beyond the fourth place are taken by value, as the general parser does.
+        assert_eq!(Money::parse_plain_price(b"2.75000"), Some(Money(27_500)));
+        assert_eq!(Money::parse_plain_price(b"2.750001"), None);
     }
 
     proptest::proptest! {
         #[test]
-        fn fast_and_general_parsers_agree(int in 0u64..20_000_000_000, frac in "[0-9]{0,6}") {
+        fn fast_and_general_parsers_agree(int in 0u64..20_000_000_000, frac in "[0-9]{0,6}0{0,3}") {
             let t = if frac.is_empty() { int.to_string() } else { format!("{int}.{frac}") };
             proptest::prop_assert_eq!(Money::parse_price(&t), Money::parse_price_general(&t));
         }

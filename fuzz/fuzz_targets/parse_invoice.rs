@@ -10,12 +10,16 @@
 //!   value is not an invoice;
 //! - the verdict equals that of the independent reference of the tests
 //!   (`tests/support/src/reference.rs`, written from the SPEC alone): same reason code, and for an
-//!   accepted invoice the same event time, country, kind, Σ quantity and Σ cost.
+//!   accepted invoice the same event time, country, kind, Σ quantity and Σ cost;
+//! - the verdict, message included, equals that of the decoder without its fast path
+//!   (`parse_invoice_general`, serde_json alone).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use retail_kpi::decode::invoice::{parse_invoice, Kind, Limits, MAX_QUANTITY};
+use retail_kpi::decode::invoice::{
+    parse_invoice, parse_invoice_general, Kind, Limits, MAX_QUANTITY,
+};
 use retail_kpi::money::MAX_UNIT_PRICE;
 
 use test_support::reference;
@@ -24,6 +28,11 @@ use reference::{check_record, RefConfig, RefRecord};
 
 fn check(data: &[u8], limits: Limits) {
     let got = parse_invoice(data, &limits);
+    assert_eq!(
+        got,
+        parse_invoice_general(data, &limits),
+        "the fast path and serde_json differ"
+    );
     let cfg = RefConfig {
         max_record_bytes: limits.max_record_bytes,
         max_items: limits.max_items as usize,

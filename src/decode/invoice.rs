@@ -74,6 +74,20 @@ pub const MAX_QUANTITY: u64 = 1_000_000_000;
 /// Parses and validates one record value, running the checks in the order of SPEC §7 up
 /// to the number of items; time checks (future, late) belong to the engine.
 pub fn parse_invoice<'a>(value: &'a [u8], limits: &Limits) -> Result<Invoice<'a>, Rejection> {
+    parse(value, limits, true)
+}
+
+/// [`parse_invoice`] without its fast path: every record through serde_json. For the
+/// tests and the fuzz target that compare the two paths.
+#[doc(hidden)]
+pub fn parse_invoice_general<'a>(
+    value: &'a [u8],
+    limits: &Limits,
+) -> Result<Invoice<'a>, Rejection> {
+    parse(value, limits, false)
+}
+
+fn parse<'a>(value: &'a [u8], limits: &Limits, fast: bool) -> Result<Invoice<'a>, Rejection> {
     if value.len() > limits.max_record_bytes {
         return Err(Rejection::new(
             Reason::TooLarge,
@@ -90,6 +104,26 @@ pub fn parse_invoice<'a>(value: &'a [u8], limits: &Limits) -> Result<Invoice<'a>
             format!("record is not valid UTF-8: {e}"),
         )
     })?;
+    // The plain shape first; everything else, verdicts and messages, is serde_json's.
+    let inv = match fast.then(|| super::fast::scan(text)).flatten() {
+        Some(inv) => inv,
+        None => parse_fields(text)?,
+    };
+    // The last check of §7's order that needs only the record: the number of items.
+    if inv.item_count > limits.max_items {
+        return Err(Rejection::new(
+            Reason::TooLarge,
+            format!(
+                "invoice has {} items, above the limit of {} (max_items)",
+                inv.item_count, limits.max_items
+            ),
+        ));
+    }
+    Ok(inv)
+}
+
+/// The serde_json path: every record the fast path leaves, with every reason of §7.
+fn parse_fields(text: &str) -> Result<Invoice<'_>, Rejection> {
     let field = Cell::new("");
     KEY_NEEDS_SYNTAX_CHECK.with(|c| c.set(false));
     let mut de = serde_json::Deserializer::from_str(text);
@@ -104,15 +138,6 @@ pub fn parse_invoice<'a>(value: &'a [u8], limits: &Limits) -> Result<Invoice<'a>
                 format!("not valid JSON: {e}"),
             ));
         }
-    }
-    if inv.item_count > limits.max_items {
-        return Err(Rejection::new(
-            Reason::TooLarge,
-            format!(
-                "invoice has {} items, above the limit of {} (max_items)",
-                inv.item_count, limits.max_items
-            ),
-        ));
     }
     Ok(inv)
 }

@@ -5,6 +5,7 @@
 //!
 //! A second input format is a second [`Decoder`]; the job applies whichever it is given.
 
+mod fast;
 pub mod invoice;
 
 use crate::record::{Reason, Rejection};
