@@ -9,6 +9,7 @@
 
 use crate::aggregate::{Engine, EngineConfig, RecordAt, ResultSettings};
 use crate::decode::invoice::{Invoice, Limits};
+use crate::decode::parallel::{Consumer, ParallelDecoder};
 use crate::decode::{Decoder, JsonInvoiceDecoder};
 use crate::ops::live::LiveView;
 use crate::ops::metrics::Metrics;
@@ -137,16 +138,25 @@ impl<D: Decoder> Intake<D> {
         if !engine.admit(rec.partition, rec.offset) {
             return None;
         }
+        let verdict = self.decoder.decode(rec.value, rec.len());
+        self.take(engine, rec, verdict)
+    }
+
+    /// An admitted record with its decoder's verdict: aggregated, or filed as rejected.
+    /// Returns the invoice the engine accepted.
+    #[inline]
+    pub fn take<'a>(
+        &mut self,
+        engine: &mut Engine,
+        rec: SourceRecord<'a>,
+        verdict: Result<Invoice<'a>, Rejection>,
+    ) -> Option<Invoice<'a>> {
         let at = RecordAt {
             partition: rec.partition,
             offset: rec.offset,
             timestamp_ms: rec.timestamp_ms,
         };
-        let verdict = self
-            .decoder
-            .decode(rec.value, rec.len())
-            .and_then(|inv| engine.accept(at, &inv).map(|()| inv));
-        match verdict {
+        match verdict.and_then(|inv| engine.accept(at, &inv).map(|()| inv)) {
             Ok(inv) => Some(inv),
             Err(rej) => {
                 engine.count_rejected(rej.reason);
@@ -176,45 +186,9 @@ impl<D: Decoder> Intake<D> {
         });
     }
 
-    /// The admitted records of one poll, decoded on `pool` and then aggregated here in
-    /// their order, as [`Intake::process`] would one by one; `each` gets every invoice the
-    /// engine accepted.
-    pub fn process_batch<'b>(
-        &mut self,
-        engine: &mut Engine,
-        batch: &'b Batch,
-        pool: &rayon::ThreadPool,
-        mut each: impl FnMut(&Invoice<'b>),
-    ) where
-        D: Sync,
-    {
-        use rayon::prelude::*;
-        let decoder = &self.decoder;
-        let verdicts: Vec<Result<Invoice<'b>, Rejection>> = pool.install(|| {
-            (0..batch.len())
-                .into_par_iter()
-                .with_min_len(64)
-                .map(|i| {
-                    let rec = batch.record(i);
-                    decoder.decode(rec.value, rec.len())
-                })
-                .collect()
-        });
-        for (i, verdict) in verdicts.into_iter().enumerate() {
-            let rec = batch.record(i);
-            let at = RecordAt {
-                partition: rec.partition,
-                offset: rec.offset,
-                timestamp_ms: rec.timestamp_ms,
-            };
-            match verdict.and_then(|inv| engine.accept(at, &inv).map(|()| inv)) {
-                Ok(inv) => each(&inv),
-                Err(rej) => {
-                    engine.count_rejected(rej.reason);
-                    self.reject(&rec, rej);
-                }
-            }
-        }
+    /// The decoder, for a pool of threads that decodes with copies of it.
+    pub fn decoder(&self) -> &D {
+        &self.decoder
     }
 
     /// A record refused elsewhere (by an aggregate process, for the merge role), held for
@@ -248,59 +222,22 @@ impl<D: Decoder> Intake<D> {
     }
 }
 
-/// The records of one poll copied out of the source's buffers (which the next record may
-/// reuse), so that a pool of threads can decode them while their order is kept.
-#[derive(Debug, Default)]
-pub struct Batch {
-    bytes: Vec<u8>,
-    records: Vec<BatchRecord>,
+/// What the parallel decoder hands each poll's records to: the engine's replay check
+/// first, then the intake with each verdict, in order.
+struct Aggregate<'r, D: Decoder, F: FnMut(&Invoice<'_>)> {
+    engine: &'r mut Engine,
+    intake: &'r mut Intake<D>,
+    /// Gets every invoice the engine accepted (`--print-invoices`).
+    each: &'r mut F,
 }
 
-#[derive(Debug)]
-struct BatchRecord {
-    partition: u32,
-    offset: i64,
-    timestamp_ms: Option<i64>,
-    start: usize,
-    end: usize,
-    full_len: Option<u64>,
-}
-
-impl Batch {
-    pub fn clear(&mut self) {
-        self.bytes.clear();
-        self.records.clear();
+impl<D: Decoder, F: FnMut(&Invoice<'_>)> Consumer for Aggregate<'_, D, F> {
+    fn admit(&mut self, rec: &SourceRecord<'_>) -> bool {
+        self.engine.admit(rec.partition, rec.offset)
     }
-
-    pub fn push(&mut self, rec: &SourceRecord<'_>) {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(rec.value);
-        self.records.push(BatchRecord {
-            partition: rec.partition,
-            offset: rec.offset,
-            timestamp_ms: rec.timestamp_ms,
-            start,
-            end: self.bytes.len(),
-            full_len: rec.full_len,
-        });
-    }
-
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
-    pub fn record(&self, i: usize) -> SourceRecord<'_> {
-        let r = &self.records[i];
-        SourceRecord {
-            partition: r.partition,
-            offset: r.offset,
-            timestamp_ms: r.timestamp_ms,
-            value: &self.bytes[r.start..r.end],
-            full_len: r.full_len,
+    fn take(&mut self, rec: SourceRecord<'_>, verdict: Result<Invoice<'_>, Rejection>) {
+        if let Some(inv) = self.intake.take(self.engine, rec, verdict) {
+            (self.each)(&inv);
         }
     }
 }
@@ -337,7 +274,7 @@ pub(crate) struct Run<'a, D: Decoder> {
 
 /// Runs the job until the source ends or `stop` is set, reading records with `decoder`
 /// and writing through `sink`. Returns after a final checkpoint.
-pub fn run_with<D: Decoder + Sync>(
+pub fn run_with<D: Decoder + Sync + Clone>(
     cfg: &JobConfig,
     source: &mut dyn Source,
     decoder: D,
@@ -362,20 +299,15 @@ pub fn run_with<D: Decoder + Sync>(
     // one record per poll must not pay for a publication per record.
     let publish_every = Duration::from_millis(100);
     let mut last_publish: Option<Instant> = None;
-    // Decoding on a pool when asked for more than one thread: each poll's records are
-    // copied into a batch (admitted in order first), decoded in parallel, then aggregated
-    // in order on this thread.
-    let pool = match cfg.threads {
+    // Decoding on a pool when asked for more than one thread, while the source is read;
+    // aggregation stays on this thread, in the records' order (decode::parallel).
+    let mut parallel = match cfg.threads {
         0 | 1 => None,
         n => Some(
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .thread_name(|i| format!("decode-{i}"))
-                .build()
+            ParallelDecoder::new(run.intake.decoder().clone(), n)
                 .map_err(|e| JobError::Threads(e.to_string()))?,
         ),
     };
-    let mut batch = Batch::default();
     loop {
         let print = cfg.print_invoices;
         let (engine, intake) = (&mut run.engine, &mut run.intake);
@@ -386,23 +318,19 @@ pub fn run_with<D: Decoder + Sync>(
                 }
             }
         };
-        let polled = match &pool {
+        let polled = match &mut parallel {
             None => source.poll(cfg.batch, &mut |rec| {
                 if let Some(inv) = intake.process(engine, rec) {
                     printed(&inv);
                 }
             }),
-            Some(pool) => {
-                batch.clear();
-                let polled = source.poll(cfg.batch, &mut |rec| {
-                    if engine.admit(rec.partition, rec.offset) {
-                        batch.push(&rec);
-                    }
-                });
-                if !batch.is_empty() {
-                    intake.process_batch(engine, &batch, pool, &mut printed);
-                }
-                polled
+            Some(parallel) => {
+                let mut consumer = Aggregate {
+                    engine,
+                    intake,
+                    each: &mut printed,
+                };
+                parallel.poll(&mut consumer, |sink| source.poll(cfg.batch, sink))
             }
         }
         .map_err(JobError::Source)?;

@@ -1278,3 +1278,38 @@ fn regression_f3_lone_surrogate_in_an_unknown_key_is_ignored() {
     let line = good.replacen("\"SKU\"", r#""x\udfff": [], "SKU""#, 1);
     assert_eq!(reason_of(&line), Ok(()));
 }
+
+/// F4 (fuzzing, 2026-12-03): a lone surrogate in a string the invoice does not use is JSON
+/// the invoice ignores (SPEC §7). The check of the used strings decoded the record's top
+/// value, and each element of `items`, whatever it was, so a top-level string or a string
+/// element of `items` with a lone surrogate was `invalid_json` where it is
+/// `invalid_invoice` (not an object; an item that is not an object). Found by the
+/// `parse_invoice` target on `"it{r\ud83d\ued00"`.
+#[test]
+fn regression_f4_lone_surrogate_in_an_unused_string_is_not_invalid_json() {
+    let top = r#""it{r\ud83d\ued00""#;
+    assert!(
+        matches!(reason_of(top), Err((Reason::InvalidInvoice, _))),
+        "{:?}",
+        reason_of(top)
+    );
+    let line = with_field("items", Some(r#"["\ud800"]"#));
+    assert!(
+        matches!(reason_of(&line), Err((Reason::InvalidInvoice, _))),
+        "{:?}",
+        reason_of(&line)
+    );
+    // Still invalid_json where the invoice uses the string, after a field that failed.
+    let line = with_field("items", Some(r#"[{"SKU": 1, "title": "\ud800"}]"#));
+    assert!(
+        matches!(reason_of(&line), Err((Reason::InvalidJson, _))),
+        "{:?}",
+        reason_of(&line)
+    );
+    let line = with_field("items", Some(r#""\udc00""#));
+    assert!(
+        matches!(reason_of(&line), Err((Reason::InvalidJson, _))),
+        "{:?}",
+        reason_of(&line)
+    );
+}

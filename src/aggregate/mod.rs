@@ -17,7 +17,7 @@ use crate::event_time::{
     bucket_start, ms_to_nanos, window_start, EventTime, BUCKET_SECS, NANOS_PER_SEC,
 };
 use crate::record::{Reason, RejectedRecord, Rejection};
-use partial::{Agg, WindowAgg};
+use partial::{Agg, CountryMap, WindowAgg};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -240,7 +240,7 @@ struct OpenWindow {
     dirty: bool,
     /// Per partition, the countries it brought into this window (for the cap), each with
     /// whether its row changed since the last checkpoint.
-    members: HashMap<u32, HashMap<Box<str>, bool>>,
+    members: HashMap<u32, CountryMap<bool>, foldhash::fast::RandomState>,
     /// Members added since the last checkpoint.
     new_members: Vec<(u32, Box<str>)>,
 }
@@ -250,7 +250,7 @@ impl OpenWindow {
         OpenWindow {
             agg,
             dirty,
-            members: HashMap::new(),
+            members: HashMap::default(),
             new_members: Vec::new(),
         }
     }

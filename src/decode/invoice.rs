@@ -149,103 +149,100 @@ fn classify(text: &str, e: serde_json::Error, field: &str) -> Rejection {
     // serde_json files a number too large for an f64 under "syntax", but it is valid JSON
     // of the wrong type wherever we ask for a string, an object or an array.
     let out_of_range = e.to_string().starts_with("number out of range");
-    match e.classify() {
-        Category::Syntax | Category::Eof | Category::Io if !out_of_range => {
-            Rejection::new(Reason::InvalidJson, format!("not valid JSON: {e}"))
+    let syntax = matches!(
+        e.classify(),
+        Category::Syntax | Category::Eof | Category::Io
+    ) && !out_of_range;
+    let valid = serde_json::from_str::<IgnoredAny>(text);
+    if let (true, Err(_)) = (syntax, &valid) {
+        return Rejection::new(Reason::InvalidJson, format!("not valid JSON: {e}"));
+    }
+    if let Err(invalid) = valid {
+        return Rejection::new(Reason::InvalidJson, format!("not valid JSON: {invalid}"));
+    }
+    // The visitor stopped at the bad field; a string the invoice uses further on may
+    // still hold a lone surrogate, which §7 ranks first (invalid_json).
+    if let Err(used) = used_strings_decode(text) {
+        if !matches!(used.classify(), Category::Data) {
+            let shown = if syntax { &e } else { &used };
+            return Rejection::new(Reason::InvalidJson, format!("not valid JSON: {shown}"));
         }
-        _ => {
-            if let Err(syntax) = serde_json::from_str::<IgnoredAny>(text) {
-                return Rejection::new(Reason::InvalidJson, format!("not valid JSON: {syntax}"));
-            }
-            // The visitor stopped at the bad field; a string the invoice uses further on
-            // may still hold a lone surrogate, which §7 ranks first (invalid_json).
-            let mut de = serde_json::Deserializer::from_str(text);
-            if let Err(syntax) = de.deserialize_any(UsedStrings(Scope::Invoice)) {
-                let range = syntax.to_string().starts_with("number out of range");
-                if !matches!(syntax.classify(), Category::Data) && !range {
-                    return Rejection::new(
-                        Reason::InvalidJson,
-                        format!("not valid JSON: {syntax}"),
-                    );
+    }
+    // A syntax error of the visitor in a record that is valid JSON with its used strings
+    // sound: serde_json decoded a string where it wanted another type, to name that type,
+    // and the string held a lone surrogate the invoice would ignore (a top-level string,
+    // a string element of `items`).
+    let what = if syntax {
+        "a string where another type is expected".to_owned()
+    } else {
+        e.to_string()
+    };
+    let msg = if field.is_empty() {
+        format!("not an invoice: {what}")
+    } else {
+        format!("field `{field}`: {what}")
+    };
+    Rejection::new(Reason::InvalidInvoice, msg)
+}
+
+/// Decodes (and so validates) the strings the invoice uses, and only those: string values
+/// under a field of the invoice object, and under a field of an object in its `items`
+/// array. A lone surrogate escape anywhere else (an unknown field, a key, a top-level
+/// string, a string element of `items`) is JSON that the invoice ignores. The text is known
+/// to be one JSON value; the error is serde_json's (syntax for a lone surrogate).
+fn used_strings_decode(text: &str) -> Result<(), serde_json::Error> {
+    const INVOICE: [&[u8]; 5] = [b"invoice_no", b"country", b"timestamp", b"type", b"items"];
+    const ITEM: [&[u8]; 4] = [b"SKU", b"title", b"unit_price", b"quantity"];
+    let decode = |v: &RawValue| match v.get().starts_with('"') {
+        true => serde_json::from_str::<Cow<str>>(v.get()).map(drop),
+        false => Ok(()),
+    };
+    // Raw values keep their text with no white space around it.
+    let top: &RawValue = serde_json::from_str(text)?;
+    if !top.get().starts_with('{') {
+        return Ok(());
+    }
+    for (Key(k), v) in serde_json::from_str::<Members>(top.get())?.0 {
+        if !INVOICE.contains(&k.as_ref()) {
+            continue;
+        }
+        decode(v)?;
+        if k.as_ref() == b"items" && v.get().starts_with('[') {
+            for item in serde_json::from_str::<Vec<&RawValue>>(v.get())? {
+                if !item.get().starts_with('{') {
+                    continue;
+                }
+                for (Key(k), v) in serde_json::from_str::<Members>(item.get())?.0 {
+                    if ITEM.contains(&k.as_ref()) {
+                        decode(v)?;
+                    }
                 }
             }
-            let msg = if field.is_empty() {
-                format!("not an invoice: {e}")
-            } else {
-                format!("field `{field}`: {e}")
-            };
-            Rejection::new(Reason::InvalidInvoice, msg)
         }
     }
+    Ok(())
 }
 
-/// Where `UsedStrings` is in the invoice: it decodes (and so validates) only the strings
-/// the invoice uses, and passes over everything else, wrong types included.
-#[derive(Clone, Copy)]
-enum Scope {
-    Invoice,
-    Items,
-    Item,
-    Used,
-    Ignored,
-}
+/// The members of an object in their order, duplicates included, values undecoded.
+struct Members<'de>(Vec<(Key<'de>, &'de RawValue)>);
 
-struct UsedStrings(Scope);
-
-impl<'de> DeserializeSeed<'de> for UsedStrings {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        match self.0 {
-            Scope::Ignored => d.deserialize_ignored_any(IgnoredAny).map(|_| ()),
-            _ => d.deserialize_any(self),
-        }
-    }
-}
-
-impl<'de> Visitor<'de> for UsedStrings {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let inner = match self.0 {
-            Scope::Items => Scope::Item,
-            _ => Scope::Ignored,
-        };
-        while seq.next_element_seed(UsedStrings(inner))?.is_some() {}
-        Ok(())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-            let inner = match (self.0, k.as_ref()) {
-                (Scope::Invoice, b"items") => Scope::Items,
-                (Scope::Invoice, b"invoice_no" | b"country" | b"timestamp" | b"type") => {
-                    Scope::Used
+impl<'de> de::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Members<'de>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = map.next_key::<Key<'de>>()? {
+                    out.push((k, map.next_value::<&'de RawValue>()?));
                 }
-                (Scope::Item, b"SKU" | b"title") => Scope::Used,
-                _ => Scope::Ignored,
-            };
-            map.next_value_seed(UsedStrings(inner))?;
+                Ok(Members(out))
+            }
         }
-        Ok(())
+        d.deserialize_map(V)
     }
 }
 

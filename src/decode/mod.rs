@@ -7,6 +7,7 @@
 
 mod fast;
 pub mod invoice;
+pub mod parallel;
 
 use crate::record::{Reason, Rejection};
 use invoice::{parse_invoice, Invoice, Limits};
