@@ -1306,6 +1306,16 @@ fn regression_f4_lone_surrogate_in_an_unused_string_is_not_invalid_json() {
         "{:?}",
         reason_of(&line)
     );
+    // unit_price and quantity are used strings too when they are strings (of the wrong type).
+    let line = with_field(
+        "items",
+        Some(r#"[{"SKU": "1", "title": "t", "unit_price": "\ud800", "quantity": 1}]"#),
+    );
+    assert!(
+        matches!(reason_of(&line), Err((Reason::InvalidJson, _))),
+        "{:?}",
+        reason_of(&line)
+    );
     let line = with_field("items", Some(r#""\udc00""#));
     assert!(
         matches!(reason_of(&line), Err((Reason::InvalidJson, _))),

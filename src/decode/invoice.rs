@@ -163,10 +163,8 @@ fn classify(text: &str, e: serde_json::Error, field: &str) -> Rejection {
     // The visitor stopped at the bad field; a string the invoice uses further on may
     // still hold a lone surrogate, which §7 ranks first (invalid_json).
     if let Err(used) = used_strings_decode(text) {
-        if !matches!(used.classify(), Category::Data) {
-            let shown = if syntax { &e } else { &used };
-            return Rejection::new(Reason::InvalidJson, format!("not valid JSON: {shown}"));
-        }
+        let shown = if syntax { e.to_string() } else { used };
+        return Rejection::new(Reason::InvalidJson, format!("not valid JSON: {shown}"));
     }
     // A syntax error of the visitor in a record that is valid JSON with its used strings
     // sound: serde_json decoded a string where it wanted another type, to name that type,
@@ -189,38 +187,68 @@ fn classify(text: &str, e: serde_json::Error, field: &str) -> Rejection {
 /// under a field of the invoice object, and under a field of an object in its `items`
 /// array. A lone surrogate escape anywhere else (an unknown field, a key, a top-level
 /// string, a string element of `items`) is JSON that the invoice ignores. The text is known
-/// to be one JSON value; the error is serde_json's (syntax for a lone surrogate).
-fn used_strings_decode(text: &str) -> Result<(), serde_json::Error> {
+/// to be one JSON value. `Err` is serde_json's message for the first used string that
+/// does not decode, with its line and column in the whole record.
+fn used_strings_decode(text: &str) -> Result<(), String> {
     const INVOICE: [&[u8]; 5] = [b"invoice_no", b"country", b"timestamp", b"type", b"items"];
     const ITEM: [&[u8]; 4] = [b"SKU", b"title", b"unit_price", b"quantity"];
     let decode = |v: &RawValue| match v.get().starts_with('"') {
-        true => serde_json::from_str::<Cow<str>>(v.get()).map(drop),
+        true => serde_json::from_str::<Cow<str>>(v.get())
+            .map(drop)
+            .map_err(|e| placed(text, v.get(), &e)),
         false => Ok(()),
     };
+    // Parses of parts of a text known to be JSON: they fail only on a key with a raw
+    // control character, which is not a used string's fault (nothing found, as before).
+    let Ok(top) = serde_json::from_str::<&RawValue>(text) else {
+        return Ok(());
+    };
     // Raw values keep their text with no white space around it.
-    let top: &RawValue = serde_json::from_str(text)?;
     if !top.get().starts_with('{') {
         return Ok(());
     }
-    for (Key(k), v) in serde_json::from_str::<Members>(top.get())?.0 {
+    let Ok(Members(fields)) = serde_json::from_str(top.get()) else {
+        return Ok(());
+    };
+    for (Key(k), v) in fields {
         if !INVOICE.contains(&k.as_ref()) {
             continue;
         }
         decode(v)?;
-        if k.as_ref() == b"items" && v.get().starts_with('[') {
-            for item in serde_json::from_str::<Vec<&RawValue>>(v.get())? {
-                if !item.get().starts_with('{') {
-                    continue;
-                }
-                for (Key(k), v) in serde_json::from_str::<Members>(item.get())?.0 {
-                    if ITEM.contains(&k.as_ref()) {
-                        decode(v)?;
-                    }
+        if k.as_ref() != b"items" || !v.get().starts_with('[') {
+            continue;
+        }
+        let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(v.get()) else {
+            return Ok(());
+        };
+        for item in items.into_iter().filter(|i| i.get().starts_with('{')) {
+            let Ok(Members(fields)) = serde_json::from_str(item.get()) else {
+                return Ok(());
+            };
+            for (Key(k), v) in fields {
+                if ITEM.contains(&k.as_ref()) {
+                    decode(v)?;
                 }
             }
         }
     }
     Ok(())
+}
+
+/// serde_json's message for an error in `part`, a slice of `text`, with the line and
+/// column it has in `text` (serde_json counts them from the start of what it parsed).
+fn placed(text: &str, part: &str, e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let base = msg.strip_suffix(&suffix).unwrap_or(&msg);
+    let off = (part.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+    let before = text.get(..off).unwrap_or("");
+    let line = 1 + before.matches('\n').count() + e.line().saturating_sub(1);
+    let column = match e.line() {
+        1 => off - before.rfind('\n').map_or(0, |p| p + 1) + e.column(),
+        _ => e.column(),
+    };
+    format!("{base} at line {line} column {column}")
 }
 
 /// The members of an object in their order, duplicates included, values undecoded.
@@ -815,6 +843,22 @@ mod tests {
             "{\"extra\": {\"a\": [1, null, 2.5e300]}, \"invoice_no\"",
         );
         assert!(parse(&extra).is_ok());
+    }
+
+    /// A lone surrogate in a used string after a bad field: `invalid_json`, with the
+    /// place serde_json gives it in the whole record (review of the F4 fix, which first
+    /// counted from the start of the string), also on a later line.
+    #[test]
+    fn a_bad_used_string_is_placed_in_the_whole_record() {
+        for text in [
+            r#"{"invoice_no": "x", "country": "\ud800", "type": "ORDER"}"#,
+            "{\"invoice_no\": -1,\n  \"items\": [{\"SKU\": \"1\",\n \"unit_price\": \"\\udc00\"}]}",
+        ] {
+            let r = parse(text).unwrap_err();
+            let whole = serde_json::from_str::<serde_json::Value>(text).unwrap_err();
+            assert_eq!(r.reason, Reason::InvalidJson, "{text}");
+            assert_eq!(r.message, format!("not valid JSON: {whole}"), "{text}");
+        }
     }
 
     /// Regression (fuzzing): keys read as bytes let raw control characters through.

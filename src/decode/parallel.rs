@@ -90,9 +90,14 @@ impl<D: Decoder + Sync> ParallelDecoder<D> {
             } else {
                 spawn(filling);
             }
+            // From here the only senders are the tasks' own: a task that panicked drops its
+            // sender unsent, `recv` then fails instead of waiting for good, and the panic
+            // ends the job as it would on one thread (rayon passes it on from the scope).
+            drop(tx);
             while order.handed < sent {
-                // Every spawned chunk sends once; the sender clones end with the tasks.
-                let done = rx.recv().expect("a decoding task ended without its chunk");
+                let Ok(done) = rx.recv() else {
+                    panic!("a decoding thread panicked (its panic message is above)");
+                };
                 order.arrived(done, consumer, free);
             }
             out
@@ -155,14 +160,20 @@ impl Chunk {
         });
     }
 
-    fn decode<D: Decoder>(&mut self, decoder: &D) {
-        self.verdicts.clear();
-        for (i, m) in self.records.iter().enumerate() {
-            let rec = record(&self.records, &self.bytes, i);
-            let verdict = decoder.decode(rec.value, rec.len());
-            self.verdicts
-                .push(verdict.map(|inv| Decoded::of(inv, rec.value, m.start)));
-        }
+    /// Split further among the pool's idle threads, 64 records at least per part: a
+    /// small poll (a live stream) is one chunk, which must not end up on one thread.
+    fn decode<D: Decoder + Sync>(&mut self, decoder: &D) {
+        use rayon::prelude::*;
+        let (records, bytes) = (&self.records, &self.bytes);
+        (0..records.len())
+            .into_par_iter()
+            .with_min_len(64)
+            .map(|i| {
+                let rec = record(records, bytes, i);
+                let verdict = decoder.decode(rec.value, rec.len());
+                verdict.map(|inv| Decoded::of(inv, rec.value, records[i].start))
+            })
+            .collect_into_vec(&mut self.verdicts);
     }
 
     fn hand_over(&mut self, c: &mut dyn Consumer) {
@@ -175,8 +186,15 @@ impl Chunk {
         }
         self.bytes.clear();
         self.records.clear();
+        // A chunk of huge records is not kept at that size for the rest of the run.
+        if self.bytes.capacity() > KEEP_BYTES {
+            self.bytes = Vec::new();
+        }
     }
 }
+
+/// Bytes a reused chunk keeps: far above 256 ordinary invoices (about 120 KB).
+const KEEP_BYTES: usize = 4 << 20;
 
 fn record<'c>(records: &[Meta], bytes: &'c [u8], i: usize) -> SourceRecord<'c> {
     let m = &records[i];
@@ -334,6 +352,37 @@ mod tests {
             assert_eq!(next, records.len());
             assert_eq!(got.taken, want.taken);
         }
+    }
+
+    /// Regression (review): a panic in a decoding task left the loop thread waiting on
+    /// the channel for good. It must end the poll with a panic, as on one thread.
+    #[test]
+    fn a_panicking_decoder_ends_the_poll_instead_of_hanging() {
+        struct PanicOn;
+        impl Decoder for PanicOn {
+            fn decode<'a>(&self, value: &'a [u8], _: u64) -> Result<Invoice<'a>, Rejection> {
+                assert_ne!(value, b"boom", "the test decoder panics on purpose");
+                Err(Rejection::new(crate::record::Reason::InvalidJson, "x"))
+            }
+        }
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut par = ParallelDecoder::new(PanicOn, 2).unwrap();
+                let mut seen = Seen::default();
+                par.poll(&mut seen, |sink| {
+                    for i in 0..1000 {
+                        let v: &[u8] = if i == 700 { b"boom" } else { b"{}" };
+                        sink(source_record(i, v));
+                    }
+                });
+            }));
+            let _ = done_tx.send(result.is_err());
+        });
+        let panicked = done_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the poll neither returned nor panicked within 60 s: it hangs");
+        assert!(panicked, "the decoder's panic was swallowed");
     }
 
     fn source_record(i: usize, v: &[u8]) -> SourceRecord<'_> {

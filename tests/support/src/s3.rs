@@ -74,10 +74,20 @@ impl S3Server {
             .is_ok_and(|o| o.status.success());
         assert!(found, "`curl` is missing: scripts/s3 signs its requests with curl --aws-sigv4 (apt-get install curl)");
         let mut last = String::new();
-        for _ in 0..START_TRIES {
+        for attempt in 0..START_TRIES {
             let port = choose_port();
+            // A retry in a folder of its own: a weed of a failed start that is still about
+            // (CI once saw the next start refused on its filer's lock, then a master that
+            // froze volume growth over the state left behind) cannot touch it.
+            let dir = match attempt {
+                0 => dir.clone(),
+                n => dir.with_file_name(format!(
+                    "{}-retry{n}",
+                    dir.file_name().and_then(|f| f.to_str()).unwrap_or("s3")
+                )),
+            };
             let s = S3Server {
-                dir: dir.clone(),
+                dir,
                 port,
                 endpoint: format!("http://127.0.0.1:{port}"),
                 bucket: BUCKET.to_owned(),
