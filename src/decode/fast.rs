@@ -248,10 +248,7 @@ impl<'a> Cursor<'a> {
             4 => self.expect(b"\"items\"").then_some(Field::Items),
             _ => None,
         };
-        match hit {
-            Some(f) => Some(f),
-            None => Some(Field::of(self.string()?)),
-        }
+        self.or_scanned(hit)
     }
 
     /// The same for the keys of an item.
@@ -264,6 +261,12 @@ impl<'a> Cursor<'a> {
             3 => self.expect(b"\"quantity\"").then_some(Field::Quantity),
             _ => None,
         };
+        self.or_scanned(hit)
+    }
+
+    /// The key found by a guess, else the key read in full.
+    #[inline]
+    fn or_scanned(&mut self, hit: Option<Field>) -> Option<Field> {
         match hit {
             Some(f) => Some(f),
             None => Some(Field::of(self.string()?)),

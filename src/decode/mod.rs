@@ -5,6 +5,7 @@
 //!
 //! A second input format is a second [`Decoder`]; the job applies whichever it is given.
 
+mod classify;
 mod fast;
 pub mod invoice;
 pub mod parallel;
