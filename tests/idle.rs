@@ -283,6 +283,7 @@ fn idle_rules_with_a_real_broker() {
     one_partition_quiet(&c, &dir);
     whole_stream_quiet(&c, &dir);
     outage_is_not_quiet(&c, &dir);
+    stop_during_outage(&c, &dir);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -443,4 +444,41 @@ fn outage_is_not_quiet(c: &Cluster, dir: &Path) {
         s.sent.len(),
         "every invoice sent before the outage was accepted: {v}"
     );
+}
+
+/// (d) A stop request during a broker outage is taken up at once, and the job exits 0.
+/// Regression (issue 9, "SIGTERM takes seconds"): the job's metadata and watermark
+/// requests ran on its loop's thread, and while the broker did not answer each held the
+/// loop for its 5 s time-out, back to back; a SIGTERM was taken up when the request in
+/// flight gave up (3 to 5 s from SIGTERM to exit, measured). They now run on a thread of
+/// their own and the loop goes on polling.
+fn stop_during_outage(c: &Cluster, dir: &Path) {
+    let mut s = Sender::new(c, "stop-outage");
+    let mut job = start_job(c, "stop-outage", dir);
+    job.wait_assigned();
+    s.send(0, now_ms());
+    c.script(&["pause", "0"]);
+    // Not a wait for a condition: the job asks for the topic's partitions every 3 s and
+    // its end offsets every idle/4, and a request to the paused broker waits 5 s for its
+    // time-out, so after this long such a request is out.
+    std::thread::sleep(Duration::from_secs(4));
+    signal(&job.child, libc::SIGTERM);
+    let log = job.log.clone();
+    let taken = poll_until(
+        Instant::now() + Duration::from_secs(1),
+        Duration::from_millis(20),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("stop requested")
+        },
+    );
+    c.script(&["resume", "0"]);
+    assert!(
+        taken.is_some(),
+        "the job did not take up SIGTERM within 1 s during a broker outage (log in {})",
+        dir.display()
+    );
+    let st = wait_deadline(&mut job.child, Duration::from_secs(30), "job after SIGTERM");
+    assert!(st.success(), "the job did not exit 0 on SIGTERM: {st}");
 }

@@ -81,13 +81,23 @@ fn backfill(c: &Cluster, topic: &str, out: &Path, state: &Path) {
     wait_ok(child, "backfill");
 }
 
-/// SIGTERM: the job must checkpoint and exit 0.
-fn terminate(mut child: Child) {
+/// SIGTERM: the job must checkpoint and exit 0. A failure shows the end of the job's log,
+/// which the test's folder takes with it: a job once died of SIGSEGV here in CI, and
+/// nothing said where.
+fn terminate(mut child: Child, log: &Path) {
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
     let st = wait_deadline(&mut child, Duration::from_secs(30), "the job after SIGTERM");
-    assert!(st.success(), "job did not exit 0 on SIGTERM: {st}");
+    if !st.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "job did not exit 0 on SIGTERM: {st}; the end of its log:\n{}",
+            tail.join("\n")
+        );
+    }
 }
 
 fn check(c: &Cluster, topic: &str, out: &Path, expected_count: usize) {
@@ -166,9 +176,14 @@ fn single_broker_backfill_kills_and_broker_restart() {
         kills += sigkill(&mut j) as u32;
     }
     assert!(kills >= 3, "only {kills} kills hit a running job");
-    let live = job(&c, "b", &out, &st, &[]).spawn().unwrap();
+    let log = tmp.path().join("b.log");
+    let live = job(&c, "b", &out, &st, &[])
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
     wait_ok(producer, "produce");
-    terminate(live);
+    terminate(live, &log);
     backfill(&c, "b", &out, &st);
     check(&c, "b", &out, 100_000);
 
@@ -180,11 +195,12 @@ fn single_broker_backfill_kills_and_broker_restart() {
         "produce",
     );
     let (out, st) = (tmp.path().join("c-out"), tmp.path().join("c-state"));
-    let live = live_job(&c, "c", &out, &st, &tmp.path().join("c.log"));
+    let log = tmp.path().join("c.log");
+    let live = live_job(&c, "c", &out, &st, &log);
     c.script(&["restart", "0"]);
     let wave2 = ["--partitions", "4", "--start", "2020-09-18 11:30:00"];
     wait_ok(produce(&c, "c", 50_000, 33, &wave2), "produce");
-    terminate(live);
+    terminate(live, &log);
     backfill(&c, "c", &out, &st);
     check(&c, "c", &out, 100_000);
 }
@@ -200,7 +216,8 @@ fn three_brokers_partition_leader_killed() {
     wait_ok(produce(&c, "d", 50_000, 4, &args), "produce");
     wait_topic(&c, "d", 4);
     let (out, st) = (tmp.path().join("d-out"), tmp.path().join("d-state"));
-    let live = live_job(&c, "d", &out, &st, &tmp.path().join("d.log"));
+    let log = tmp.path().join("d.log");
+    let live = live_job(&c, "d", &out, &st, &log);
     let leader = c.script(&["leader", "d", "0"]).trim().to_owned();
     c.script(&["kill", &leader]);
     // Not a wait for a condition: the leader stays down this long, with the job live.
@@ -215,7 +232,7 @@ fn three_brokers_partition_leader_killed() {
         "2020-09-18 11:30:00",
     ];
     wait_ok(produce(&c, "d", 50_000, 44, &wave2), "produce");
-    terminate(live);
+    terminate(live, &log);
     backfill(&c, "d", &out, &st);
     check(&c, "d", &out, 100_000);
 }

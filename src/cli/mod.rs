@@ -154,16 +154,28 @@ pub fn main() -> ExitCode {
         .map_or(cli.logging.log_format, |s| s.logging.log_format)
         .unwrap_or(LogFormat::Human);
     init_logs(format);
-    match dispatch(cli.command, settings) {
-        Ok(()) => ExitCode::from(exit::OK),
+    let code = match dispatch(cli.command, settings) {
+        Ok(()) => exit::OK,
         Err(e) => {
             let code = exit_code(&e);
             let text = redact(&format!("{e:#}"));
             tracing::error!("{text}");
             eprintln!("error: {text}");
-            ExitCode::from(code)
+            code
         }
+    };
+    if run::source_left_open() {
+        // A thread is still inside librdkafka, closing the source. A normal exit runs the
+        // libraries' exit handlers and destructors under it, which can crash the process
+        // (librdkafka issue 72: a crash in `_dl_fini` while its threads ran; seen once
+        // here as a SIGSEGV after SIGTERM, following a broker restart). Everything is
+        // committed and synced by now, and standard error is unbuffered: flush standard
+        // output and end the process without them.
+        let _ = std::io::stdout().flush();
+        // SAFETY: `_exit` ends the process at once; nothing runs after it.
+        unsafe { libc::_exit(i32::from(code)) }
     }
+    ExitCode::from(code)
 }
 
 /// The matches of `run` or `config check`, whose value sources decide precedence.

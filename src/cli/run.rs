@@ -267,6 +267,15 @@ pub fn kafka_config(src: &SourceSettings, properties: &BTreeMap<String, String>)
 /// How long a stopping job waits for its source to close.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
+/// Set when a source was left closing on its thread: the process must then end without
+/// running exit handlers (see `cli::main`).
+static LEFT_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`close_within`] gave up waiting for a source.
+pub fn source_left_open() -> bool {
+    LEFT_OPEN.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Closes the source (a Kafka client leaves its brokers) on a thread of its own and waits
 /// at most `limit`: after a broker was paused, librdkafka's destroy waited for requests
 /// that only time out after a minute, and held a stopped job for as long. Everything read
@@ -278,6 +287,7 @@ pub fn close_within(source: Box<dyn retail_kpi::source::Source + Send>, limit: D
         let _ = done.send(());
     });
     if wait.recv_timeout(limit).is_err() {
+        LEFT_OPEN.store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::warn!(
             "the source did not close within {limit:?}; exiting without waiting for it (everything read is checkpointed)"
         );

@@ -1,6 +1,5 @@
-//! Kafka: the source of the live job and of backfills. With `generate::produce` (the
-//! producer and topic admin behind `retail-kpi produce`), the only module that imports
-//! `rdkafka`.
+//! Kafka: the source of the live job and of backfills; its questions to the brokers while
+//! it runs are asked from a thread of their own (`probe`).
 //!
 //! The source assigns every partition of the topic itself (no consumer-group rebalancing)
 //! and starts each from the offset the state store committed, in the manner of Arroyo:
@@ -21,12 +20,14 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
-use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+mod probe;
+use probe::{Answer, Ask, Prober};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSourceError {
@@ -292,21 +293,6 @@ impl ProducerContext for OutageContext {
     }
 }
 
-/// The context of the watermark probe: its own errors are the main consumer's business
-/// (outages are logged there), so they go to the debug log only.
-#[derive(Default)]
-struct ProbeContext;
-
-impl ClientContext for ProbeContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        tracing::debug!("librdkafka (watermark probe): {error}: {reason}");
-    }
-    fn log(&self, _level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        tracing::debug!(target: "librdkafka", "probe {fac}: {msg}");
-    }
-}
-impl ConsumerContext for ProbeContext {}
-
 /// A committed offset the brokers can no longer serve.
 struct Loss {
     partition: u32,
@@ -430,14 +416,11 @@ struct PartitionTrack {
 pub struct KafkaSource {
     cfg: KafkaConfig,
     consumer: BaseConsumer<OutageContext>,
-    /// A client of its own for watermark and metadata requests while running (idle
-    /// confirmation, data-loss checks, new partitions), made anew when its requests keep
-    /// failing: after a broker paused and resumed, the consumer's own requests timed out
-    /// or answered "Unknown partition" for minutes, each metadata request held the loop
-    /// for its 5 s time-out, end confirmations came further apart than the idle timeout,
-    /// and the idle rule waited for the next record.
-    probe: Option<BaseConsumer<ProbeContext>>,
-    probe_failures: u32,
+    /// Watermark and metadata requests while running (idle confirmation, data-loss
+    /// checks, new partitions), by a client of their own on a thread of their own: after a
+    /// broker paused and resumed, the consumer's own requests timed out or answered
+    /// "Unknown partition" for minutes, and each request held the loop for its time-out.
+    probe: Prober,
     name: String,
     /// The topic's id as the brokers gave it at start.
     topic_id: Option<String>,
@@ -453,8 +436,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the topic is asked for partitions added to it (SPEC §4: found within a few
 /// seconds).
 const NEW_PARTITIONS_EVERY: Duration = Duration::from_secs(3);
-/// Failed watermark requests in a row after which the probe client is made anew.
-const PROBE_RETRIES: u32 = 2;
 
 impl KafkaSource {
     pub fn connect(cfg: KafkaConfig) -> Result<KafkaSource, KafkaSourceError> {
@@ -466,12 +447,13 @@ impl KafkaSource {
             .client_config()
             .create_with_context(context)
             .map_err(KafkaSourceError::Config)?;
+        let probe = Prober::start(cfg.client_config(), cfg.topic.clone())
+            .map_err(|e| KafkaSourceError::Config(KafkaError::ClientCreation(e.to_string())))?;
         Ok(KafkaSource {
             name: cfg.topic.clone(),
             cfg,
             consumer,
-            probe: None,
-            probe_failures: 0,
+            probe,
             topic_id: None,
             recreated: None,
             parts: BTreeMap::new(),
@@ -481,66 +463,27 @@ impl KafkaSource {
         })
     }
 
-    /// The low and high watermarks of partition `p`, through the probe client.
-    fn watermarks(&mut self, p: u32, timeout: Duration) -> Result<(i64, i64), KafkaError> {
-        let topic = self.cfg.topic.clone();
-        self.with_probe(|c| c.fetch_watermarks(&topic, p as i32, Timeout::After(timeout)))
-    }
-
-    /// The topic's partitions, through the probe client; `None` when it did not answer.
-    fn probe_partitions(&mut self, timeout: Duration) -> Option<Vec<u32>> {
-        let topic = self.cfg.topic.clone();
-        let md = self
-            .with_probe(|c| c.fetch_metadata(Some(&topic), Timeout::After(timeout)))
-            .map_err(|e| tracing::debug!("metadata request failed: {e}"))
-            .ok()?;
-        partitions_of(&md, &topic)
-    }
-
-    /// Runs `request` on the probe client, made first if there is none. After
-    /// [`PROBE_RETRIES`] failures in a row the probe is dropped, and the next request makes
-    /// a new one: after a broker paused and resumed, a client's requests kept timing out
-    /// while a new client's were answered at once.
-    fn with_probe<T>(
-        &mut self,
-        request: impl FnOnce(&BaseConsumer<ProbeContext>) -> Result<T, KafkaError>,
-    ) -> Result<T, KafkaError> {
-        if self.probe.is_none() {
-            let mut c = self.cfg.client_config();
-            c.set("statistics.interval.ms", "0");
-            self.probe = Some(c.create_with_context(ProbeContext)?);
-        }
-        let result = request(self.probe.as_ref().expect("made above"));
-        match &result {
-            Ok(_) => self.probe_failures = 0,
-            Err(e) => {
-                self.probe_failures += 1;
-                if self.probe_failures >= PROBE_RETRIES {
-                    tracing::debug!("probe requests keep failing ({e}): a new probe client");
-                    self.probe = None;
-                    self.probe_failures = 0;
-                }
-            }
-        }
-        result
-    }
-
     /// Compares each committed offset with what the brokers still have (SPEC §6).
     fn find_losses(
         &mut self,
         committed: &BTreeMap<u32, Option<i64>>,
         timeout: Duration,
     ) -> Result<Vec<Loss>, KafkaSourceError> {
+        let asked: Vec<(u32, i64)> = committed
+            .iter()
+            .filter_map(|(p, next)| Some((*p, (*next)?)))
+            .collect();
+        let ends = self
+            .probe
+            .ends_now(asked.iter().map(|(p, _)| *p).collect(), timeout);
         let mut losses = Vec::new();
-        for (&p, &next) in committed {
-            let Some(next) = next else { continue };
-            let (low, high) =
-                self.watermarks(p, timeout)
-                    .map_err(|source| KafkaSourceError::EndOffsets {
-                        topic: self.cfg.topic.clone(),
-                        source,
-                        timeout,
-                    })?;
+        // The answers stop at the first failure, which fails the check.
+        for ((p, next), (_, end)) in asked.into_iter().zip(ends) {
+            let (low, high) = end.map_err(|source| KafkaSourceError::EndOffsets {
+                topic: self.cfg.topic.clone(),
+                source,
+                timeout,
+            })?;
             let loss = |last_missing, why: String| Loss {
                 partition: p,
                 committed: next,
@@ -730,38 +673,73 @@ impl KafkaSource {
     }
 
     /// Asks the broker, for partitions that gave nothing lately, whether the job has read
-    /// everything: the confirmation the idle rule needs.
-    fn confirm_ends(&mut self) {
+    /// everything: the confirmation the idle rule needs. The answer comes to a later poll
+    /// ([`KafkaSource::take_answer`]). Says whether the probe took the question.
+    fn ask_ends(&mut self) -> bool {
         let now = Instant::now();
         let quiet = self.cfg.idle_timeout / 4;
-        let candidates: Vec<u32> = self
+        let partitions: Vec<u32> = self
             .parts
             .iter()
             .filter(|(_, t)| t.last_record.is_none_or(|r| now - r >= quiet))
             .map(|(p, _)| *p)
             .collect();
-        for p in candidates {
-            match self.watermarks(p, REQUEST_TIMEOUT) {
-                Ok((low, high)) => {
-                    self.consumer.context().recovered();
-                    let t = self.parts.get_mut(&p).expect("candidate is assigned");
-                    let caught_up = match t.next {
-                        Some(n) => n >= high,
-                        None => high <= low,
-                    };
-                    tracing::debug!(partition = p, low, high, next = ?t.next, caught_up, "end confirmation");
-                    if caught_up {
-                        t.confirmed_end = Some(Instant::now());
+        partitions.is_empty()
+            || self.probe.ask(Ask::Ends {
+                partitions,
+                timeout: REQUEST_TIMEOUT,
+            })
+    }
+
+    /// Takes the probe's answer, if one came: end confirmations, or partitions added to
+    /// the topic.
+    fn take_answer(&mut self) -> Result<(), KafkaSourceError> {
+        match self.probe.answer() {
+            None => {}
+            Some(Answer::Ends { asked, ends }) => {
+                for (p, end) in ends {
+                    match end {
+                        Ok((low, high)) => {
+                            self.consumer.context().recovered();
+                            let Some(t) = self.parts.get_mut(&p) else {
+                                continue;
+                            };
+                            let caught_up = match t.next {
+                                Some(n) => n >= high,
+                                None => high <= low,
+                            };
+                            tracing::debug!(partition = p, low, high, next = ?t.next, caught_up, "end confirmation");
+                            if caught_up {
+                                // From when it was asked: a record produced since is not
+                                // covered by this answer.
+                                t.confirmed_end = Some(asked);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(partition = p, "end confirmation failed: {e}");
+                            self.consumer.context().failed(&e.to_string());
+                        }
                     }
                 }
-                Err(e) => {
-                    tracing::debug!(partition = p, "end confirmation failed: {e}");
-                    self.consumer.context().failed(&e.to_string());
-                    // No answer: stop asking this round, the others would time out too.
-                    break;
+            }
+            Some(Answer::Partitions(Ok(Some(ps)))) => {
+                self.consumer.context().recovered();
+                if ps.iter().any(|p| !self.parts.contains_key(p)) {
+                    tracing::info!(
+                        "new partitions in the topic: reading them from their first offset"
+                    );
+                    // Read from their first offset, whatever --start says (SPEC §4):
+                    // records produced before the job found them would otherwise be
+                    // skipped.
+                    self.assign_new(&ps, &BTreeMap::new(), StartAt::Earliest)?;
                 }
             }
+            Some(Answer::Partitions(Ok(None))) => {}
+            Some(Answer::Partitions(Err(e))) => {
+                tracing::debug!("metadata request failed: {e}");
+            }
         }
+        Ok(())
     }
 }
 
@@ -924,25 +902,21 @@ impl Source for KafkaSource {
             self.consumer.context().recovered();
         }
         if !self.cfg.until_end {
+            self.take_answer()?;
+            // One question out at a time: when both are due, the other waits for a later
+            // poll.
             let now = Instant::now();
-            if now - self.last_confirm >= (self.cfg.idle_timeout / 4).min(Duration::from_secs(5)) {
+            if now - self.last_confirm >= (self.cfg.idle_timeout / 4).min(Duration::from_secs(5))
+                && self.ask_ends()
+            {
                 self.last_confirm = now;
-                self.confirm_ends();
             }
-            if now - self.last_metadata >= NEW_PARTITIONS_EVERY {
+            if now - self.last_metadata >= NEW_PARTITIONS_EVERY
+                && self.probe.ask(Ask::Partitions {
+                    timeout: REQUEST_TIMEOUT,
+                })
+            {
                 self.last_metadata = now;
-                // Partitions added to the topic are read from their first offset, whatever
-                // --start says (SPEC §4): records produced before the job found them
-                // would otherwise be skipped.
-                if let Some(ps) = self.probe_partitions(REQUEST_TIMEOUT) {
-                    self.consumer.context().recovered();
-                    if ps.iter().any(|p| !self.parts.contains_key(p)) {
-                        tracing::info!(
-                            "new partitions in the topic: reading them from their first offset"
-                        );
-                        self.assign_new(&ps, &BTreeMap::new(), StartAt::Earliest)?;
-                    }
-                }
             }
         } else if self.parts.values().all(|t| t.done) && n == 0 {
             return Ok(Poll::End);
