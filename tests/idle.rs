@@ -458,14 +458,22 @@ fn stop_during_outage(c: &Cluster, dir: &Path) {
     job.wait_assigned();
     s.send(0, now_ms());
     c.script(&["pause", "0"]);
-    // Not a wait for a condition: the job asks for the topic's partitions every 3 s and
-    // its end offsets every idle/4, and a request to the paused broker waits 5 s for its
-    // time-out, so after this long such a request is out.
-    std::thread::sleep(Duration::from_secs(4));
+    // The job says so when a request to the paused broker has timed out; before the fix
+    // its loop then went straight into the next one (the topic's partitions, asked every
+    // 3 s), so a SIGTERM now found it held for 5 s.
+    wait_log(
+        &mut job.child,
+        &job.log,
+        "outage began",
+        1,
+        Duration::from_secs(60),
+    );
     signal(&job.child, libc::SIGTERM);
+    let sent = Instant::now();
     let log = job.log.clone();
+    // Before the fix: 2.1 s in the run that checked this test fails without it.
     let taken = poll_until(
-        Instant::now() + Duration::from_secs(1),
+        sent + Duration::from_millis(1500),
         Duration::from_millis(20),
         || {
             std::fs::read_to_string(&log)
@@ -474,10 +482,15 @@ fn stop_during_outage(c: &Cluster, dir: &Path) {
         },
     );
     c.script(&["resume", "0"]);
-    assert!(
-        taken.is_some(),
-        "the job did not take up SIGTERM within 1 s during a broker outage (log in {})",
-        dir.display()
+    let taken = taken.unwrap_or_else(|| {
+        panic!(
+            "the job did not take up SIGTERM within 1.5 s during a broker outage (log in {})",
+            dir.display()
+        )
+    });
+    println!(
+        "idle (d): SIGTERM during the outage taken up {:.2} s after it was sent",
+        (taken - sent).as_secs_f64()
     );
     let st = wait_deadline(&mut job.child, Duration::from_secs(30), "job after SIGTERM");
     assert!(st.success(), "the job did not exit 0 on SIGTERM: {st}");

@@ -61,8 +61,9 @@ pub fn run_job(s: Settings) -> anyhow::Result<()> {
     if let Some(p) = progress {
         p.finish();
     }
-    let sum = sum?;
+    // Bounded on an error too: the error is reported at once, not after the client closes.
     close_within(source, CLOSE_WAIT);
+    let sum = sum?;
     finished("run", &sum, started, out_location(&s));
     Ok(())
 }

@@ -478,7 +478,7 @@ impl KafkaSource {
             .ends_now(asked.iter().map(|(p, _)| *p).collect(), timeout);
         let mut losses = Vec::new();
         // The answers stop at the first failure, which fails the check.
-        for ((p, next), (_, end)) in asked.into_iter().zip(ends) {
+        for ((p, next), (_, _, end)) in asked.into_iter().zip(ends) {
             let (low, high) = end.map_err(|source| KafkaSourceError::EndOffsets {
                 topic: self.cfg.topic.clone(),
                 source,
@@ -696,8 +696,8 @@ impl KafkaSource {
     fn take_answer(&mut self) -> Result<(), KafkaSourceError> {
         match self.probe.answer() {
             None => {}
-            Some(Answer::Ends { asked, ends }) => {
-                for (p, end) in ends {
+            Some(Answer::Ends(ends)) => {
+                for (p, asked, end) in ends {
                     match end {
                         Ok((low, high)) => {
                             self.consumer.context().recovered();
@@ -711,8 +711,9 @@ impl KafkaSource {
                             tracing::debug!(partition = p, low, high, next = ?t.next, caught_up, "end confirmation");
                             if caught_up {
                                 // From when it was asked: a record produced since is not
-                                // covered by this answer.
-                                t.confirmed_end = Some(asked);
+                                // covered by this answer. An end-of-partition event may
+                                // have confirmed it later.
+                                t.confirmed_end = t.confirmed_end.max(Some(asked));
                             }
                         }
                         Err(e) => {
@@ -903,20 +904,28 @@ impl Source for KafkaSource {
         }
         if !self.cfg.until_end {
             self.take_answer()?;
-            // One question out at a time: when both are due, the other waits for a later
-            // poll.
+            // One question out at a time. When both are due, the one due for longer goes
+            // first: slow end confirmations (a partition whose leader does not answer
+            // takes its 5 s time-out each round) must not keep new partitions unfound.
             let now = Instant::now();
-            if now - self.last_confirm >= (self.cfg.idle_timeout / 4).min(Duration::from_secs(5))
-                && self.ask_ends()
-            {
-                self.last_confirm = now;
-            }
-            if now - self.last_metadata >= NEW_PARTITIONS_EVERY
-                && self.probe.ask(Ask::Partitions {
+            let ends_due =
+                self.last_confirm + (self.cfg.idle_timeout / 4).min(Duration::from_secs(5));
+            let partitions_due = self.last_metadata + NEW_PARTITIONS_EVERY;
+            let mut due = [(ends_due, true), (partitions_due, false)];
+            due.sort();
+            for (at, ends) in due {
+                if at > now {
+                    continue;
+                }
+                if ends {
+                    if self.ask_ends() {
+                        self.last_confirm = now;
+                    }
+                } else if self.probe.ask(Ask::Partitions {
                     timeout: REQUEST_TIMEOUT,
-                })
-            {
-                self.last_metadata = now;
+                }) {
+                    self.last_metadata = now;
+                }
             }
         } else if self.parts.values().all(|t| t.done) && n == 0 {
             return Ok(Poll::End);

@@ -13,7 +13,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::util::Timeout;
-use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 /// partition") for minutes, while a new client's were answered at once.
 const PROBE_RETRIES: u32 = 2;
 
-/// A partition's low and high watermarks, or why the brokers gave none.
-pub(super) type End = (u32, Result<(i64, i64), KafkaError>);
+/// A partition's low and high watermarks, or why the brokers gave none, with when its
+/// request was sent: a confirmation holds from then.
+pub(super) type End = (u32, Instant, Result<(i64, i64), KafkaError>);
 
 /// A question for the brokers.
 pub(super) enum Ask {
@@ -39,35 +40,36 @@ pub(super) enum Ask {
 
 /// The brokers' answer to an [`Ask`].
 pub(super) enum Answer {
-    Ends {
-        /// When the question was asked: a confirmation holds from then.
-        asked: Instant,
-        ends: Vec<End>,
-    },
+    Ends(Vec<End>),
     /// `Ok(None)`: the metadata came, without the topic's partitions.
     Partitions(Result<Option<Vec<u32>>, KafkaError>),
 }
 
 /// The thread that asks, and the loop's end of it.
 pub(super) struct Prober {
-    ask: Option<Sender<(Instant, Ask)>>,
-    answers: Receiver<Answer>,
+    ask: Option<Sender<(u64, Ask)>>,
+    answers: Receiver<(u64, Answer)>,
     /// A question is out and its answer not taken yet.
     busy: bool,
+    /// Answers to questions of an older epoch are dropped: [`Prober::ends_now`] moves it
+    /// on, so that an answer from before it (a partition since moved) is never taken.
+    epoch: u64,
+    /// The thread ended (it panicked), said once.
+    gone: bool,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Prober {
     /// Starts the thread; its client is made at the first question, from `config`.
     pub(super) fn start(config: ClientConfig, topic: String) -> std::io::Result<Prober> {
-        let (ask, questions) = channel::<(Instant, Ask)>();
+        let (ask, questions) = channel::<(u64, Ask)>();
         let (tell, answers) = channel();
         let thread = std::thread::Builder::new()
             .name("kafka-probe".into())
             .spawn(move || {
                 let mut client = ProbeClient::new(config);
-                for (asked, q) in questions {
-                    if tell.send(client.answer(&topic, asked, q)).is_err() {
+                for (epoch, q) in questions {
+                    if tell.send((epoch, client.answer(&topic, q))).is_err() {
                         break;
                     }
                 }
@@ -76,6 +78,8 @@ impl Prober {
             ask: Some(ask),
             answers,
             busy: false,
+            epoch: 0,
+            gone: false,
             thread: Some(thread),
         })
     }
@@ -88,7 +92,10 @@ impl Prober {
         let sent = self
             .ask
             .as_ref()
-            .is_some_and(|s| s.send((Instant::now(), q)).is_ok());
+            .is_some_and(|s| s.send((self.epoch, q)).is_ok());
+        if !sent {
+            self.thread_gone();
+        }
         self.busy = sent;
         sent
     }
@@ -99,37 +106,78 @@ impl Prober {
             return None;
         }
         match self.answers.try_recv() {
-            Ok(a) => {
+            Ok((epoch, a)) => {
                 self.busy = false;
-                Some(a)
+                (epoch == self.epoch).then_some(a)
             }
             Err(TryRecvError::Empty) => None,
             Err(TryRecvError::Disconnected) => {
                 self.busy = false;
+                self.thread_gone();
                 None
             }
         }
     }
 
-    /// The watermarks of `partitions`, waited for: at start, and when records were found
-    /// lost, where nothing can go on without them. A question still out is waited for
-    /// first and its answer dropped: its kind is asked again at its next turn.
+    /// The watermarks of `partitions`, waited for (at most about twice `timeout`): at
+    /// start, and when records were found lost, where nothing can go on without them. A
+    /// question still out is dropped: its kind is asked again at its next turn.
     pub(super) fn ends_now(&mut self, partitions: Vec<u32>, timeout: Duration) -> Vec<End> {
-        if self.busy {
-            let _ = self.answers.recv();
-            self.busy = false;
+        let fallback = |e: KafkaError| {
+            let at = Instant::now();
+            let v: Vec<End> = partitions
+                .iter()
+                .map(|p| (*p, at, Err(e.clone())))
+                .collect();
+            v
+        };
+        // The question out is answered first; its answer is dropped by its epoch.
+        let deadline = Instant::now() + timeout * 2 + Duration::from_secs(1);
+        self.epoch += 1;
+        while self.busy {
+            match self
+                .answers
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(_) => self.busy = false,
+                Err(RecvTimeoutError::Timeout) => return fallback(no_answer(timeout)),
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.busy = false;
+                    self.thread_gone();
+                }
+            }
         }
-        let fallback: Vec<_> = partitions.iter().map(|p| (*p, Err(gone()))).collect();
         if !self.ask(Ask::Ends {
-            partitions,
+            partitions: partitions.clone(),
             timeout,
         }) {
-            return fallback;
+            return fallback(gone());
         }
-        self.busy = false;
-        match self.answers.recv() {
-            Ok(Answer::Ends { ends, .. }) => ends,
-            _ => fallback,
+        match self
+            .answers
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok((_, Answer::Ends(ends))) => {
+                self.busy = false;
+                ends
+            }
+            Ok(_) => unreachable!("an Ends question is answered with Ends"),
+            // Still busy: the late answer is taken and dropped by `answer`.
+            Err(RecvTimeoutError::Timeout) => fallback(no_answer(timeout)),
+            Err(RecvTimeoutError::Disconnected) => {
+                self.busy = false;
+                self.thread_gone();
+                fallback(gone())
+            }
+        }
+    }
+
+    fn thread_gone(&mut self) {
+        if !self.gone {
+            self.gone = true;
+            tracing::error!(
+                "the Kafka probe thread ended: end offsets are no longer confirmed (no partition turns idle) and added partitions are not found; restart the job"
+            );
         }
     }
 }
@@ -150,6 +198,13 @@ fn gone() -> KafkaError {
     KafkaError::ClientCreation("the Kafka probe thread ended".into())
 }
 
+/// What a request gets when its answer did not come in time.
+fn no_answer(timeout: Duration) -> KafkaError {
+    KafkaError::ClientCreation(format!(
+        "no answer from the Kafka probe within twice {timeout:?}"
+    ))
+}
+
 /// The probe thread's client, made when first needed and anew after failures.
 struct ProbeClient {
     config: ClientConfig,
@@ -160,6 +215,10 @@ struct ProbeClient {
 impl ProbeClient {
     fn new(mut config: ClientConfig) -> ProbeClient {
         config.set("statistics.interval.ms", "0");
+        // Not a group member: dropping a client that keeps failing must not wait for a
+        // consumer-group close (a minute after a broker paused), which would hold the
+        // answers the loop waits for.
+        config.remove("group.id");
         ProbeClient {
             config,
             client: None,
@@ -167,7 +226,7 @@ impl ProbeClient {
         }
     }
 
-    fn answer(&mut self, topic: &str, asked: Instant, q: Ask) -> Answer {
+    fn answer(&mut self, topic: &str, q: Ask) -> Answer {
         match q {
             Ask::Ends {
                 partitions,
@@ -175,15 +234,16 @@ impl ProbeClient {
             } => {
                 let mut ends = Vec::with_capacity(partitions.len());
                 for p in partitions {
+                    let asked = Instant::now();
                     let r = self
                         .request(|c| c.fetch_watermarks(topic, p as i32, Timeout::After(timeout)));
                     let failed = r.is_err();
-                    ends.push((p, r));
+                    ends.push((p, asked, r));
                     if failed {
                         break;
                     }
                 }
-                Answer::Ends { asked, ends }
+                Answer::Ends(ends)
             }
             Ask::Partitions { timeout } => Answer::Partitions(
                 self.request(|c| c.fetch_metadata(Some(topic), Timeout::After(timeout)))
