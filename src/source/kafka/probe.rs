@@ -288,3 +288,70 @@ impl ClientContext for ProbeContext {
     }
 }
 impl ConsumerContext for ProbeContext {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A "broker" that accepts connections and never answers: every request to it waits
+    /// for its time-out, as to a SIGSTOPped broker.
+    fn silent_broker() -> (std::net::TcpListener, ClientConfig) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", l.local_addr().unwrap().to_string())
+            .set("group.id", "probe-test")
+            .set_log_level(RDKafkaLogLevel::Emerg);
+        (l, c)
+    }
+
+    #[test]
+    fn the_loop_never_waits_for_a_silent_broker() {
+        let (_l, cfg) = silent_broker();
+        let mut p = Prober::start(cfg, "t".into()).unwrap();
+        let q = || Ask::Ends {
+            partitions: vec![0, 1],
+            timeout: Duration::from_millis(500),
+        };
+        assert!(p.ask(q()), "an idle probe takes a question");
+        assert!(
+            p.answer().is_none(),
+            "no answer yet from a broker that does not answer"
+        );
+        assert!(!p.ask(q()), "one question out at a time");
+        // The answer comes once the request times out; it says the broker failed, and
+        // stops at the first partition (the others would time out as well).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let answer = loop {
+            if let Some(a) = p.answer() {
+                break a;
+            }
+            assert!(Instant::now() < deadline, "no answer within 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let Answer::Ends(ends) = answer else {
+            panic!("an Ends question got another answer")
+        };
+        assert_eq!(ends.len(), 1, "stops at the first failure");
+        assert_eq!(ends[0].0, 0);
+        assert!(ends[0].2.is_err());
+        assert!(p.ask(q()), "free again once its answer is taken");
+    }
+
+    #[test]
+    fn a_question_out_is_dropped_by_a_waited_one() {
+        let (_l, cfg) = silent_broker();
+        let mut p = Prober::start(cfg, "t".into()).unwrap();
+        assert!(p.ask(Ask::Partitions {
+            timeout: Duration::from_millis(300)
+        }));
+        let ends = p.ends_now(vec![3], Duration::from_millis(300));
+        assert_eq!(ends.len(), 1);
+        assert_eq!(ends[0].0, 3);
+        assert!(ends[0].2.is_err(), "a silent broker gives no watermarks");
+        // The Partitions answer of before was taken and dropped, not left for the loop.
+        assert!(p.answer().is_none());
+        assert!(p.ask(Ask::Partitions {
+            timeout: Duration::from_millis(300)
+        }));
+    }
+}
