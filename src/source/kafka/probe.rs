@@ -119,7 +119,7 @@ impl Prober {
         }
     }
 
-    /// The watermarks of `partitions`, waited for (at most about twice `timeout`): at
+    /// The watermarks of `partitions`, waited for (at most `timeout` per request): at
     /// start, and when records were found lost, where nothing can go on without them. A
     /// question still out is dropped: its kind is asked again at its next turn.
     pub(super) fn ends_now(&mut self, partitions: Vec<u32>, timeout: Duration) -> Vec<End> {
@@ -131,8 +131,10 @@ impl Prober {
                 .collect();
             v
         };
-        // The question out is answered first; its answer is dropped by its epoch.
-        let deadline = Instant::now() + timeout * 2 + Duration::from_secs(1);
+        // The question out is answered first (its answer is dropped by its epoch), then
+        // one request per partition, each bounded by `timeout`.
+        let requests = u32::try_from(partitions.len() + 1).unwrap_or(u32::MAX);
+        let deadline = Instant::now() + timeout.saturating_mul(requests) + Duration::from_secs(1);
         self.epoch += 1;
         while self.busy {
             match self
@@ -201,7 +203,7 @@ fn gone() -> KafkaError {
 /// What a request gets when its answer did not come in time.
 fn no_answer(timeout: Duration) -> KafkaError {
     KafkaError::ClientCreation(format!(
-        "no answer from the Kafka probe within twice {timeout:?}"
+        "no answer from the Kafka probe within {timeout:?} per request"
     ))
 }
 
