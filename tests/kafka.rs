@@ -4,7 +4,7 @@
 //!
 //! Needs Java (and Maven for the first install); without them the tests fail and say so.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use test_support::cluster::{read_back, wait_topic, Cluster};
@@ -19,8 +19,18 @@ fn start_cluster(name: &str, brokers: u32) -> Cluster {
     Cluster::start(dir, brokers)
 }
 
-fn produce(c: &Cluster, topic: &str, count: u64, seed: u64, extra: &[&str]) -> Child {
-    owned_command(BIN)
+/// A running `produce`, its standard error kept in a file so that a failure says why.
+struct Producer {
+    child: Child,
+    log: PathBuf,
+}
+
+fn produce(c: &Cluster, topic: &str, count: u64, seed: u64, extra: &[&str]) -> Producer {
+    let log = std::env::temp_dir().join(format!(
+        "retail-kpi-test-produce-{}-{topic}-{seed}.log",
+        std::process::id()
+    ));
+    let child = owned_command(BIN)
         .args([
             "produce",
             "--brokers",
@@ -41,9 +51,17 @@ fn produce(c: &Cluster, topic: &str, count: u64, seed: u64, extra: &[&str]) -> C
             "600",
         ])
         .args(extra)
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Producer { child, log }
+}
+
+fn wait_produced(mut p: Producer) {
+    let st = wait_deadline(&mut p.child, Duration::from_secs(240), "produce");
+    let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+    let _ = std::fs::remove_file(&p.log);
+    assert!(st.success(), "produce failed: {st}; its log:\n{log}");
 }
 
 fn wait_ok(mut child: Child, what: &str) {
@@ -149,10 +167,7 @@ fn single_broker_backfill_kills_and_broker_restart() {
     let tmp = tempfile::tempdir().unwrap();
 
     // (a) 200,000 invoices over 4 partitions, one backfill.
-    wait_ok(
-        produce(&c, "a", 200_000, 1, &["--partitions", "4"]),
-        "produce",
-    );
+    wait_produced(produce(&c, "a", 200_000, 1, &["--partitions", "4"]));
     let (out, st) = (tmp.path().join("a-out"), tmp.path().join("a-state"));
     backfill(&c, "a", &out, &st);
     check(&c, "a", &out, 200_000);
@@ -182,7 +197,7 @@ fn single_broker_backfill_kills_and_broker_restart() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    wait_ok(producer, "produce");
+    wait_produced(producer);
     terminate(live, &log);
     backfill(&c, "b", &out, &st);
     check(&c, "b", &out, 100_000);
@@ -190,16 +205,13 @@ fn single_broker_backfill_kills_and_broker_restart() {
     // (c) the single broker restarted mid-run of the live job: a first wave of invoices,
     // the job live on it, the broker restarted under it, then a second wave from a fresh
     // producer that the same job must take up after the outage.
-    wait_ok(
-        produce(&c, "c", 50_000, 3, &["--partitions", "4"]),
-        "produce",
-    );
+    wait_produced(produce(&c, "c", 50_000, 3, &["--partitions", "4"]));
     let (out, st) = (tmp.path().join("c-out"), tmp.path().join("c-state"));
     let log = tmp.path().join("c.log");
     let live = live_job(&c, "c", &out, &st, &log);
     c.script(&["restart", "0"]);
     let wave2 = ["--partitions", "4", "--start", "2020-09-18 11:30:00"];
-    wait_ok(produce(&c, "c", 50_000, 33, &wave2), "produce");
+    wait_produced(produce(&c, "c", 50_000, 33, &wave2));
     terminate(live, &log);
     backfill(&c, "c", &out, &st);
     check(&c, "c", &out, 100_000);
@@ -207,22 +219,21 @@ fn single_broker_backfill_kills_and_broker_restart() {
 
 #[test]
 fn three_brokers_partition_leader_killed() {
-    // The leader of partition 0 killed under the live job, between two producer waves:
-    // a producer running across the kill failed now and then inside librdkafka (exit 5,
-    // see the note of this issue), which is not what this case tests.
+    // The leader of partition 0 killed under the live job and under a running producer
+    // (issue 9: `produce` failed across a leader kill, once in four runs, in November; not
+    // seen since in 23 rounds by hand). Its standard error is kept, so that a failure here
+    // shows librdkafka's reason.
     let c = start_cluster("three", 3);
     let tmp = tempfile::tempdir().unwrap();
     let args = ["--partitions", "4", "--replication", "3"];
-    wait_ok(produce(&c, "d", 50_000, 4, &args), "produce");
+    wait_produced(produce(&c, "d", 50_000, 4, &args));
     wait_topic(&c, "d", 4);
     let (out, st) = (tmp.path().join("d-out"), tmp.path().join("d-state"));
     let log = tmp.path().join("d.log");
     let live = live_job(&c, "d", &out, &st, &log);
+    // Asked first: `leader` starts a JVM, seconds on a loaded machine.
     let leader = c.script(&["leader", "d", "0"]).trim().to_owned();
-    c.script(&["kill", &leader]);
-    // Not a wait for a condition: the leader stays down this long, with the job live.
-    std::thread::sleep(Duration::from_secs(3));
-    c.script(&["start-node", &leader]);
+    // 10 s of sends at 5,000 a second, so that the leader dies and comes back under them.
     let wave2 = [
         "--partitions",
         "4",
@@ -230,8 +241,22 @@ fn three_brokers_partition_leader_killed() {
         "3",
         "--start",
         "2020-09-18 11:30:00",
+        "--rate",
+        "5000",
     ];
-    wait_ok(produce(&c, "d", 50_000, 44, &wave2), "produce");
+    let mut producer = produce(&c, "d", 50_000, 44, &wave2);
+    // Not a wait for a condition: the kill lands among the sends, not before the first.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        producer.child.try_wait().unwrap().is_none(),
+        "the second wave ended before the leader was killed"
+    );
+    c.script(&["kill", &leader]);
+    // Not a wait for a condition: the leader stays down this long, with the job and the
+    // producer live.
+    std::thread::sleep(Duration::from_secs(3));
+    c.script(&["start-node", &leader]);
+    wait_produced(producer);
     terminate(live, &log);
     backfill(&c, "d", &out, &st);
     check(&c, "d", &out, 100_000);

@@ -204,7 +204,7 @@ fn send_all(
                     r = back;
                     producer.poll(Duration::from_millis(50));
                 }
-                Err((e, _)) => return Err(KafkaSourceError::Produce(e)),
+                Err((e, _)) => return Err(produce_error(&producer, e)),
             }
         }
         sent += 1;
@@ -232,17 +232,42 @@ fn send_all(
                 }
                 tracing::info!(in_flight, "waiting for the brokers to take the rest");
             }
-            Err(e) => return Err(KafkaSourceError::Produce(e)),
+            Err(e) => return Err(produce_error(&producer, e)),
         }
     }
     let lost = producer.context().undelivered.load(Ordering::Relaxed);
     if lost > 0 {
-        tracing::error!("{lost} of {sent} records were not delivered");
-        return Err(KafkaSourceError::Produce(KafkaError::MessageProduction(
-            RDKafkaErrorCode::MessageTimedOut,
-        )));
+        let first = producer
+            .context()
+            .first_undelivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let cause = fatal_reason(&producer)
+            .or(first)
+            .unwrap_or_else(|| "no reason given".into());
+        return Err(KafkaSourceError::Undelivered {
+            topic: cfg.topic.clone(),
+            lost,
+            sent,
+            cause,
+        });
     }
     Ok(sent)
+}
+
+/// librdkafka's fatal error, if the producer hit one: its code and reason.
+fn fatal_reason<C: ProducerContext>(p: &BaseProducer<C>) -> Option<String> {
+    p.client()
+        .fatal_error()
+        .map(|(code, why)| format!("fatal: {code}: {why}"))
+}
+
+fn produce_error<C: ProducerContext>(p: &BaseProducer<C>, error: KafkaError) -> KafkaSourceError {
+    KafkaSourceError::Produce {
+        error,
+        fatal: fatal_reason(p),
+    }
 }
 
 /// The topic's partition count, once the brokers' metadata shows the topic: a topic just

@@ -50,8 +50,21 @@ pub enum KafkaSourceError {
     },
     #[error("Kafka consumer error: {0}")]
     Consume(KafkaError),
-    #[error("Kafka producer error: {0}")]
-    Produce(KafkaError),
+    #[error("Kafka producer error: {error}{}; records queued but not yet delivered are not on the topic, the others are (once each): check the brokers (scripts/kafka status) and produce the rest again", fatal_suffix(.fatal))]
+    Produce {
+        error: KafkaError,
+        /// librdkafka's reason when the producer hit a fatal error (its underlying code
+        /// and text): the error above then only says "Fatal error".
+        fatal: Option<String>,
+    },
+    #[error("{lost} of {sent} records were not delivered to topic `{topic}`: {cause}; those records are not on the topic, the others are (once each): check the brokers (scripts/kafka status), then produce again into a new topic")]
+    Undelivered {
+        topic: String,
+        lost: u64,
+        sent: u64,
+        /// The producer's fatal error if it had one, else the first delivery error.
+        cause: String,
+    },
     #[error("the producer delivered nothing for {waited:?} with {in_flight} records still queued; check the brokers (scripts/kafka status), then produce again (records already delivered would then be sent twice)")]
     Stalled { in_flight: i32, waited: Duration },
     #[error("cannot create topic `{topic}`: {reason}")]
@@ -64,6 +77,12 @@ pub enum KafkaSourceError {
         error: KafkaError,
         at: String,
     },
+}
+
+fn fatal_suffix(fatal: &Option<String>) -> String {
+    fatal
+        .as_ref()
+        .map_or_else(String::new, |why| format!(" ({why})"))
 }
 
 /// Where a partition never seen before starts.
@@ -197,6 +216,8 @@ pub struct OutageContext {
     down: AtomicBool,
     /// Records the producer gave up on.
     pub(crate) undelivered: AtomicU64,
+    /// The first of their errors, for the message that reports them.
+    pub(crate) first_undelivered: Mutex<Option<String>>,
     /// The consumer's topic, whose partition ends the statistics report.
     topic: String,
     /// Per partition: the lowest offset and the end a consumer can read to, from the last
@@ -246,6 +267,10 @@ impl ClientContext for OutageContext {
         );
         if all_down {
             self.failed(reason);
+        } else if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
+            // The client can do nothing more (an idempotent producer's sequence lost,
+            // for one): the reason is what the user needs, so it is never hidden.
+            tracing::error!("librdkafka fatal error: {reason}");
         } else {
             tracing::debug!("librdkafka: {error}: {reason}");
         }
@@ -287,8 +312,14 @@ impl ProducerContext for OutageContext {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, _)) = result {
-            self.undelivered.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("a record was not delivered: {e}");
+            // Once, not per record: a fatal error fails every record still queued.
+            if self.undelivered.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::error!("a record was not delivered: {e}");
+                *self
+                    .first_undelivered
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            }
         }
     }
 }
