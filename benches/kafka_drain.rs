@@ -81,14 +81,15 @@ fn main() {
     // The first pass after a broker starts reads the log from disk, the later ones from
     // the page cache: a ratio to a cold bare pass flatters the job. So one bare pass warms
     // the cache (its figure printed, not used) and the second is the one compared.
-    let (cold, _, _) = bare_pass(&brokers, &topic);
-    let (bare, bytes, total) = bare_pass(&brokers, &topic);
+    let (cold, _, _, _) = bare_pass(&brokers, &topic);
+    let (bare, bytes, total, bare_cpu) = bare_pass(&brokers, &topic);
     println!(
         "bare rdkafka consumer, warm-up pass  {:>10.0} records/s (not compared)",
         total as f64 / cold
     );
     let rate = |secs: f64| total as f64 / secs;
     println!("bare rdkafka consumer (count only)   {:>10.0} records/s {:>7.1} MB/s ({total} records, {bare:.2} s)", rate(bare), bytes as f64 / bare / 1e6);
+    println!("  {bare_cpu}");
     // Decoding on the loop's thread, then on a pool of 2 (`--threads`, issue 11).
     for threads in [1, 2] {
         let dir = tempfile::tempdir().unwrap();
@@ -98,9 +99,11 @@ fn main() {
         let mut k = KafkaConfig::new(&brokers, &topic);
         k.until_end = true;
         let mut src = KafkaSource::connect(k).unwrap();
+        let cpu = Cpu::now();
         let t = Instant::now();
         let s = job::run(&cfg, &mut src, Arc::new(AtomicBool::new(false))).unwrap();
         let jobt = t.elapsed().as_secs_f64();
+        let job_cpu = cpu.since(jobt);
         assert_eq!(s.records as i64, total);
         println!(
             "retail-kpi backfill, {threads} decode thread(s) ({} files) {:>10.0} records/s {:>7.1} MB/s ({jobt:.2} s); job / bare = {:.2}",
@@ -109,12 +112,67 @@ fn main() {
             bytes as f64 / jobt / 1e6,
             bare / jobt
         );
+        println!("  {job_cpu}");
+    }
+}
+
+/// Where the CPU went during a pass: the whole machine's busy time (this process, the
+/// broker on the same cores and anything else) from /proc/stat, and this process's own
+/// (all its threads, librdkafka's included) from getrusage. A pass that keeps every core
+/// busy cannot be matched by one that must do more work on the same cores.
+struct Cpu {
+    /// Busy and total jiffies of all cores; `None` without /proc/stat.
+    machine: Option<(u64, u64)>,
+    process: f64,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let machine = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            let v: Vec<u64> = s
+                .lines()
+                .next()?
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal ...
+            let idle = v.get(3)? + v.get(4)?;
+            let total: u64 = v.iter().take(8).sum();
+            Some((total - idle, total))
+        });
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage only writes the struct it is given.
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        Cpu {
+            machine,
+            process: secs(ru.ru_utime) + secs(ru.ru_stime),
+        }
+    }
+
+    /// What was used since `self`, over a pass of `wall` seconds, as a line to print.
+    fn since(&self, wall: f64) -> String {
+        let now = Cpu::now();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let proc_s = now.process - self.process;
+        let machine = match (self.machine, now.machine) {
+            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => format!(
+                "machine {:.2} of {cores} cores busy",
+                (b1 - b0) as f64 / (t1 - t0) as f64 * cores as f64
+            ),
+            _ => "machine: /proc/stat not readable".into(),
+        };
+        format!(
+            "CPU: {machine}; this process {proc_s:.2} s ({:.2} cores)",
+            proc_s / wall
+        )
     }
 }
 
 /// One pass of a bare consumer that counts every message from the beginning to the end
-/// offsets: its seconds, the payload bytes and the record count.
-fn bare_pass(brokers: &str, topic: &str) -> (f64, u64, i64) {
+/// offsets: its seconds, the payload bytes, the record count and where the CPU went.
+fn bare_pass(brokers: &str, topic: &str) -> (f64, u64, i64, String) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "bench-bare")
@@ -140,6 +198,7 @@ fn bare_pass(brokers: &str, topic: &str) -> (f64, u64, i64) {
     }
     let total = remaining;
     consumer.assign(&tpl).unwrap();
+    let cpu = Cpu::now();
     let t = Instant::now();
     while remaining > 0 {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
@@ -147,5 +206,6 @@ fn bare_pass(brokers: &str, topic: &str) -> (f64, u64, i64) {
             remaining -= 1;
         }
     }
-    (t.elapsed().as_secs_f64(), bytes, total)
+    let secs = t.elapsed().as_secs_f64();
+    (secs, bytes, total, cpu.since(secs))
 }
