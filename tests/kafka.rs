@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use test_support::cluster::{read_back, wait_topic, Cluster};
+use test_support::cluster::{high_watermarks, read_back, wait_topic, Cluster};
 use test_support::harness;
-use test_support::process::{owned_command, wait_deadline, wait_log};
+use test_support::process::{owned_command, wait_deadline, wait_log, wait_until_every};
 use test_support::reference::{reference, RefConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_retail-kpi");
@@ -244,9 +244,15 @@ fn three_brokers_partition_leader_killed() {
         "--rate",
         "5000",
     ];
+    let before = high_watermarks(&c, "d", 4, Duration::from_secs(10)).unwrap()[&0];
     let mut producer = produce(&c, "d", 50_000, 44, &wave2);
-    // Not a wait for a condition: the kill lands among the sends, not before the first.
-    std::thread::sleep(Duration::from_secs(1));
+    // The kill lands among the sends, not before the first: once partition 0 has grown.
+    wait_until_every(
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        "the second wave's first records on partition 0",
+        || high_watermarks(&c, "d", 4, Duration::from_secs(5)).is_ok_and(|h| h[&0] > before),
+    );
     assert!(
         producer.child.try_wait().unwrap().is_none(),
         "the second wave ended before the leader was killed"
