@@ -50,14 +50,14 @@ pub enum KafkaSourceError {
     },
     #[error("Kafka consumer error: {0}")]
     Consume(KafkaError),
-    #[error("Kafka producer error: {error}{}; records queued but not yet delivered are not on the topic, the others are (once each): check the brokers (scripts/kafka status) and produce the rest again", fatal_suffix(.fatal))]
+    #[error("Kafka producer error: {error}{}; records sent before it and not yet delivered may be missing from the topic: check the brokers (scripts/kafka status), then produce again into a new topic", fatal_suffix(.fatal))]
     Produce {
         error: KafkaError,
         /// librdkafka's reason when the producer hit a fatal error (its underlying code
         /// and text): the error above then only says "Fatal error".
         fatal: Option<String>,
     },
-    #[error("{lost} of {sent} records were not delivered to topic `{topic}`: {cause}; those records are not on the topic, the others are (once each): check the brokers (scripts/kafka status), then produce again into a new topic")]
+    #[error("{lost} of {sent} records were not confirmed by topic `{topic}`: {cause}; they may be missing from it (the confirmed ones are there once each): check the brokers (scripts/kafka status), then produce again into a new topic")]
     Undelivered {
         topic: String,
         lost: u64,
