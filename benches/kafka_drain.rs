@@ -29,15 +29,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000_000);
     let topic = format!("bench-drain-{count}");
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "bench-bare")
-        .set("enable.auto.commit", "false")
-        .set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "4194304")
-        .set("queued.min.messages", "200000")
-        .create()
-        .unwrap();
+    let consumer = bare_consumer(&brokers);
     let have: i64 = consumer
         .fetch_metadata(Some(&topic), Duration::from_secs(10))
         .ok()
@@ -170,10 +162,9 @@ impl Cpu {
     }
 }
 
-/// One pass of a bare consumer that counts every message from the beginning to the end
-/// offsets: its seconds, the payload bytes, the record count and where the CPU went.
-fn bare_pass(brokers: &str, topic: &str) -> (f64, u64, i64, String) {
-    let consumer: BaseConsumer = ClientConfig::new()
+/// The bare consumer: large fetches, nothing committed, nothing else.
+fn bare_consumer(brokers: &str) -> BaseConsumer {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "bench-bare")
         .set("enable.auto.commit", "false")
@@ -181,7 +172,13 @@ fn bare_pass(brokers: &str, topic: &str) -> (f64, u64, i64, String) {
         .set("max.partition.fetch.bytes", "4194304")
         .set("queued.min.messages", "200000")
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+/// One pass of a bare consumer that counts every message from the beginning to the end
+/// offsets: its seconds, the payload bytes, the record count and where the CPU went.
+fn bare_pass(brokers: &str, topic: &str) -> (f64, u64, i64, String) {
+    let consumer = bare_consumer(brokers);
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap();
