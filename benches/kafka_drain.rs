@@ -14,6 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use retail_kpi::generate::produce::{produce, ProduceConfig};
 use retail_kpi::generate::{GenConfig, Generator};
 use retail_kpi::job::{self, JobConfig};
+use retail_kpi::ops::process::ProcessStats;
 use retail_kpi::source::kafka::{KafkaConfig, KafkaSource};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -110,7 +111,7 @@ fn main() {
 
 /// Where the CPU went during a pass: the whole machine's busy time (this process, the
 /// broker on the same cores and anything else) from /proc/stat, and this process's own
-/// (all its threads, librdkafka's included) from getrusage. A pass that keeps every core
+/// (all its threads, librdkafka's included) as its `process_cpu_seconds` metric reads it. A pass that keeps every core
 /// busy cannot be matched by one that must do more work on the same cores.
 struct Cpu {
     /// Busy and total jiffies of all cores; `None` without /proc/stat.
@@ -133,13 +134,9 @@ impl Cpu {
             let total: u64 = v.iter().take(8).sum();
             Some((total - idle, total))
         });
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: getrusage only writes the struct it is given.
-        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         Cpu {
             machine,
-            process: secs(ru.ru_utime) + secs(ru.ru_stime),
+            process: ProcessStats::read().map_or(0.0, |s| s.cpu_seconds),
         }
     }
 
