@@ -2,7 +2,8 @@
 //! job, settings precedence and secret masking, SIGTERM/SIGINT, JSON logs, every exit code,
 //! and file modes; these need no broker (the unreachable-broker case uses an address
 //! nothing listens on). The last test starts one real broker (the test support's cluster,
-//! as `tests/kafka.rs` does) for the consumer lag, readiness and a stop of a live Kafka job.
+//! as `tests/kafka.rs` does) for the consumer lag, readiness and a stop of a live Kafka job,
+//! and the warning when its advisory group commits fail.
 //!
 //! Running jobs read standard input, which the test keeps open, so the process is alive
 //! while it is scraped or signalled; every wait polls for a condition with a deadline.
@@ -13,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use test_support::cluster::Cluster;
+use test_support::cluster::{committed_offset, Cluster};
 use test_support::harness;
 use test_support::http::get;
 use test_support::process::{owned_command, wait_until};
@@ -815,7 +816,7 @@ fn modes_are_0700_for_state_and_0644_for_files_and_names_never_come_from_records
 }
 
 #[test]
-fn kafka_consumer_lag_readiness_and_a_stop_of_the_live_job() {
+fn kafka_consumer_lag_readiness_a_stop_and_failed_group_commits() {
     use retail_kpi::source::{Poll, Source};
     let broker = Cluster::start(
         std::env::temp_dir().join(format!("retail-kpi-test-ops-{}", std::process::id())),
@@ -922,4 +923,83 @@ fn kafka_consumer_lag_readiness_and_a_stop_of_the_live_job() {
         .map(|p| p["next_offset"].as_u64().unwrap())
         .sum();
     assert_eq!(next, n, "{st}");
+
+    // The advisory group offsets: another consumer, an active member of the job's group
+    // `retail-kpi.ops`, makes each commit of the job fail ("Unknown member"). The job said
+    // nothing of it (its asynchronous commits had no reply), so the group's lag stayed
+    // behind with no word why; it must warn, naming the group and what to do.
+    let member: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", "retail-kpi.ops")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    rdkafka::consumer::Consumer::subscribe(&member, &["ops"]).unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the other consumer joins the group",
+        || {
+            let _ = member.poll(Duration::from_millis(100));
+            rdkafka::consumer::Consumer::assignment(&member).is_ok_and(|a| a.count() > 0)
+        },
+    );
+    // It stays a member while polled.
+    let member_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let polling = {
+        let stop = Arc::clone(&member_stop);
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = member.poll(Duration::from_millis(100));
+            }
+            // Dropped here: the consumer closes and leaves the group.
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = args.clone();
+    let at = |flag: &str| args.iter().position(|a| a == flag).unwrap() + 1;
+    let (out_at, state_at, every_at) = (at("--out"), at("--state"), at("--checkpoint-interval"));
+    args[out_at] = dir.path().join("out").into();
+    args[state_at] = dir.path().join("state").into();
+    args[every_at] = "200ms".into();
+    let mut job = Job::spawn(&args);
+    let warning = "advisory offset commit to consumer group `retail-kpi.ops` failed";
+    wait_until(
+        Duration::from_secs(30),
+        "the job warns that its group commits fail",
+        || {
+            assert!(
+                job.child.try_wait().unwrap().is_none(),
+                "the job exited: {}",
+                job.stderr()
+            );
+            job.stderr().contains(warning)
+        },
+    );
+    let log = job.stderr();
+    let line = log.lines().find(|l| l.contains(warning)).unwrap();
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("Unknown member"), "{line}");
+    assert!(line.contains("--group-id"), "{line}");
+    // The member leaves (its close leaves the group): the job, idle now, commits nothing
+    // new, yet its offsets must reach the group, sent again until they are taken.
+    member_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    polling.join().unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the job's offsets reach the group once the other member left",
+        || {
+            (0..partitions as i32)
+                .map(|p| committed_offset(&broker, "ops", p).unwrap_or(0))
+                .sum::<i64>()
+                == n as i64
+        },
+    );
+    // The answer reaches the job at one of its next polls.
+    wait_until(Duration::from_secs(10), "the job logs the recovery", || {
+        job.stderr()
+            .contains("advisory offset commits to consumer group `retail-kpi.ops` succeed again")
+    });
+    job.signal(libc::SIGTERM);
+    let (code, _) = job.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{}", job.stderr());
 }

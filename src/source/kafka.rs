@@ -16,7 +16,7 @@ use crate::record::SourceRecord;
 use crate::source::{Gap, Poll, Positions, Source, SourceError, SourceIdentity, SourceMismatch};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
@@ -26,7 +26,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+mod group;
 mod probe;
+use group::{Committer, GroupCommits};
 use probe::{Answer, Ask, Prober};
 
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +225,8 @@ pub struct OutageContext {
     /// Per partition: the lowest offset and the end a consumer can read to, from the last
     /// statistics of librdkafka.
     ends: Mutex<BTreeMap<u32, Ends>>,
+    /// The consumer's advisory group commits, whose outcomes come back through it.
+    group: GroupCommits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,7 +310,21 @@ impl ClientContext for OutageContext {
         }
     }
 }
-impl ConsumerContext for OutageContext {}
+impl AsRef<GroupCommits> for OutageContext {
+    fn as_ref(&self) -> &GroupCommits {
+        &self.group
+    }
+}
+
+impl ConsumerContext for OutageContext {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        self.group.report(result, offsets);
+    }
+}
 
 impl ProducerContext for OutageContext {
     type DeliveryOpaque = ();
@@ -461,6 +479,8 @@ pub struct KafkaSource {
     gaps: Vec<Gap>,
     last_metadata: Instant,
     last_confirm: Instant,
+    /// The advisory group commits (lag monitoring only).
+    commits: Committer,
 }
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -470,12 +490,14 @@ const NEW_PARTITIONS_EVERY: Duration = Duration::from_secs(3);
 
 impl KafkaSource {
     pub fn connect(cfg: KafkaConfig) -> Result<KafkaSource, KafkaSourceError> {
+        let client_config = cfg.client_config();
         let context = OutageContext {
             topic: cfg.topic.clone(),
+            // `-X group.id=...` has the last word over --group-id.
+            group: GroupCommits::new(client_config.get("group.id").unwrap_or(&cfg.group_id)),
             ..OutageContext::default()
         };
-        let consumer: BaseConsumer<OutageContext> = cfg
-            .client_config()
+        let consumer: BaseConsumer<OutageContext> = client_config
             .create_with_context(context)
             .map_err(KafkaSourceError::Config)?;
         let probe = Prober::start(cfg.client_config(), cfg.topic.clone())
@@ -491,6 +513,7 @@ impl KafkaSource {
             gaps: Vec::new(),
             last_metadata: Instant::now(),
             last_confirm: Instant::now(),
+            commits: Committer::default(),
         })
     }
 
@@ -855,6 +878,7 @@ impl Source for KafkaSource {
         if self.cfg.until_end && self.parts.values().all(|t| t.done) {
             return Ok(Poll::End);
         }
+        self.commits.retry(&self.consumer);
         let mut n = 0;
         let mut wait = self.cfg.poll_wait;
         // One clock reading per batch: the idle rule needs no finer time than a poll.
@@ -1011,10 +1035,9 @@ impl Source for KafkaSource {
             }
         }
         if tpl.count() > 0 {
-            // Advisory only (lag monitoring): a failure here changes nothing.
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                tracing::debug!("group offset commit failed: {e}");
-            }
+            // Advisory only (lag monitoring): a failure changes no result; it is reported
+            // when the brokers answer, and the offsets are sent again.
+            self.commits.commit(&self.consumer, tpl);
         }
     }
 }
