@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use test_support::cluster::{committed_offset, Cluster};
+use test_support::cluster::{group_offset, Cluster};
 use test_support::harness;
 use test_support::http::get;
 use test_support::process::{owned_command, wait_until};
@@ -924,13 +924,15 @@ fn kafka_consumer_lag_readiness_a_stop_and_failed_group_commits() {
         .sum();
     assert_eq!(next, n, "{st}");
 
-    // The advisory group offsets: another consumer, an active member of the job's group
-    // `retail-kpi.ops`, makes each commit of the job fail ("Unknown member"). The job said
-    // nothing of it (its asynchronous commits had no reply), so the group's lag stayed
-    // behind with no word why; it must warn, naming the group and what to do.
+    // The advisory group offsets: another consumer, an active member of the job's group,
+    // makes each commit of the job fail ("Unknown member"). The job said nothing of it (its
+    // asynchronous commits had no reply), so the group's lag stayed behind with no word
+    // why; it must warn, naming the group and what to do. A group of its own: the job
+    // above committed every offset to the default one when it stopped.
+    const GROUP: &str = "ops-shared";
     let member: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &broker.bootstrap)
-        .set("group.id", "retail-kpi.ops")
+        .set("group.id", GROUP)
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
@@ -961,8 +963,9 @@ fn kafka_consumer_lag_readiness_a_stop_and_failed_group_commits() {
     args[out_at] = dir.path().join("out").into();
     args[state_at] = dir.path().join("state").into();
     args[every_at] = "200ms".into();
+    args.extend(["--group-id".into(), GROUP.into()]);
     let mut job = Job::spawn(&args);
-    let warning = "advisory offset commit to consumer group `retail-kpi.ops` failed";
+    let warning = format!("advisory offset commit to consumer group `{GROUP}` failed");
     wait_until(
         Duration::from_secs(30),
         "the job warns that its group commits fail",
@@ -972,14 +975,25 @@ fn kafka_consumer_lag_readiness_a_stop_and_failed_group_commits() {
                 "the job exited: {}",
                 job.stderr()
             );
-            job.stderr().contains(warning)
+            job.stderr().contains(&warning)
         },
     );
     let log = job.stderr();
-    let line = log.lines().find(|l| l.contains(warning)).unwrap();
+    let line = log.lines().find(|l| l.contains(&warning)).unwrap();
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains("Unknown member"), "{line}");
     assert!(line.contains("--group-id"), "{line}");
+    let group_sum = || {
+        (0..partitions as i32)
+            .map(|p| group_offset(&broker, GROUP, "ops", p).unwrap_or(0))
+            .sum::<i64>()
+    };
+    // The member committed nothing (auto-commit off) and the job's commits were refused.
+    assert_eq!(
+        group_sum(),
+        0,
+        "the group holds offsets while the commits fail"
+    );
     // The member leaves (its close leaves the group): the job, idle now, commits nothing
     // new, yet its offsets must reach the group, sent again until they are taken.
     member_stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -987,17 +1001,12 @@ fn kafka_consumer_lag_readiness_a_stop_and_failed_group_commits() {
     wait_until(
         Duration::from_secs(30),
         "the job's offsets reach the group once the other member left",
-        || {
-            (0..partitions as i32)
-                .map(|p| committed_offset(&broker, "ops", p).unwrap_or(0))
-                .sum::<i64>()
-                == n as i64
-        },
+        || group_sum() == n as i64,
     );
     // The answer reaches the job at one of its next polls.
+    let recovered = format!("advisory offset commits to consumer group `{GROUP}` succeed again");
     wait_until(Duration::from_secs(10), "the job logs the recovery", || {
-        job.stderr()
-            .contains("advisory offset commits to consumer group `retail-kpi.ops` succeed again")
+        job.stderr().contains(&recovered)
     });
     job.signal(libc::SIGTERM);
     let (code, _) = job.wait_exit(Duration::from_secs(5));

@@ -14,7 +14,8 @@ use rdkafka::TopicPartitionList;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// How soon offsets whose commit failed are sent again. Without it an idle job, which
+/// How soon after the last commit offsets whose commit failed are sent again (at the
+/// earliest: only once that commit was answered). Without retries an idle job, which
 /// commits nothing new, left the group behind until the next record.
 const RETRY_EVERY: Duration = Duration::from_secs(2);
 
@@ -168,7 +169,7 @@ fn what_to_do(code: Option<RDKafkaErrorCode>) -> &'static str {
         Some(RDKafkaErrorCode::GroupAuthorizationFailed) => {
             "the job's credentials may not commit to that group: allow them Read on it, or choose another with --group-id"
         }
-        _ => "the commit is sent again every 2 s until it succeeds",
+        _ => "the offsets are sent again until a commit succeeds",
     }
 }
 

@@ -253,9 +253,14 @@ pub fn inspect(bin: &str, state: &Path) -> serde_json::Value {
 /// `retail-kpi.<topic>`, after a checkpoint; `None` before the first or when the brokers
 /// do not answer.
 pub fn committed_offset(c: &Cluster, topic: &str, partition: i32) -> Option<i64> {
+    group_offset(c, &format!("retail-kpi.{topic}"), topic, partition)
+}
+
+/// [`committed_offset`] in the consumer group `group`.
+pub fn group_offset(c: &Cluster, group: &str, topic: &str, partition: i32) -> Option<i64> {
     let group: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &c.bootstrap)
-        .set("group.id", format!("retail-kpi.{topic}"))
+        .set("group.id", group)
         .create()
         .ok()?;
     let mut tpl = TopicPartitionList::new();
