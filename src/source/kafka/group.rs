@@ -92,7 +92,7 @@ fn send<C: ConsumerContext + AsRef<GroupCommits>>(
 #[derive(Debug, Default)]
 pub(crate) struct GroupCommits {
     /// The consumer group the job commits to.
-    pub(crate) group: String,
+    group: String,
     /// Commits failed since the last that succeeded.
     failed_in_a_row: AtomicU64,
     /// Commits sent whose answer has not come yet.
